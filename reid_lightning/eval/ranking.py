@@ -1,0 +1,110 @@
+"""Ranking, top-k accuracy and k-NN classification (recognite API, deterministic on ties)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .labels import LabelsLike, chunk_rows, prepare
+from .query_stats import best_positive_rank
+
+
+def sort_scores(scores: Tensor, gallery_labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorts every row by descending score; ties keep gallery order (stable sort).
+
+    Args:
+        scores: ``(Q, G)`` scores.
+        gallery_labels: ``(G,)`` or ``(Q, G)`` labels of the gallery items.
+
+    Returns:
+        ``(sorted_scores (Q, G), sorted_labels (Q, G))``.
+    """
+    scores = torch.as_tensor(scores)
+    if scores.ndim == 1:
+        scores = scores.unsqueeze(0)
+    gallery_labels = torch.as_tensor(gallery_labels, device=scores.device)
+    if gallery_labels.shape[-1] != scores.shape[1]:
+        raise ValueError(
+            f"gallery_labels has {gallery_labels.shape[-1]} entries but scores has {scores.shape[1]} columns"
+        )
+    sorted_scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
+    sorted_labels = torch.gather(gallery_labels.expand_as(order), 1, order)
+    return sorted_scores, sorted_labels
+
+
+def top_k(scores: Tensor, gallery_labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` highest scores of every query and their labels, ``(Q, k)`` each (ties in gallery order)."""
+    scores = torch.as_tensor(scores)
+    if scores.ndim == 1:
+        scores = scores.unsqueeze(0)
+    _check_k(k, scores.shape[1])
+    parts = [sort_scores(scores[rows], gallery_labels) for rows in chunk_rows(scores.shape[0], scores.shape[1])]
+    if not parts:
+        return sort_scores(scores, gallery_labels)
+    return torch.cat([s[:, :k] for s, _ in parts]), torch.cat([lab[:, :k] for _, lab in parts])
+
+
+def _check_k(k: int, num_gallery: int) -> None:
+    if not 1 <= k <= num_gallery:
+        raise ValueError(f"k={k} must be between 1 and the gallery size ({num_gallery})")
+
+
+def top_k_accuracy(scores: Tensor, gallery_labels: LabelsLike, query_labels: LabelsLike, k: int) -> Tensor:
+    """Fraction of queries with a gallery item of their label among the ``k`` most similar (ties: gallery order).
+
+    Queries without any positive in the gallery count as misses.
+    """
+    scores, gallery, query = prepare(scores, gallery_labels, query_labels)
+    if k < 1:
+        raise ValueError(f"k={k} must be at least 1")
+    ranks = torch.cat([
+        best_positive_rank(scores[rows], query[rows, None] == gallery[None, :])
+        for rows in chunk_rows(scores.shape[0], scores.shape[1])
+    ])
+    return ((ranks >= 0) & (ranks < k)).float().mean()
+
+
+def accuracy(scores: Tensor, gallery_labels: LabelsLike, query_labels: LabelsLike) -> Tensor:
+    """Top-1 accuracy: fraction of queries whose most similar gallery item has their label."""
+    return top_k_accuracy(scores, gallery_labels, query_labels, k=1)
+
+
+def knn(scores: Tensor, gallery_labels: Tensor, k: int) -> Tensor:
+    """k-NN classification by majority vote among the ``k`` most similar gallery items.
+
+    A vote tie goes to the label whose best neighbour ranks highest (not to the smallest label id).
+
+    Returns:
+        ``(Q,)`` predicted labels.
+    """
+    _, labels = top_k(scores, gallery_labels, k)
+    votes = (labels[:, :, None] == labels[:, None, :]).sum(dim=2)
+    # argmax returns the first maximum, i.e. the best-ranked neighbour among the most voted labels
+    return labels.gather(1, votes.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+def hard_pos_neg_scores(
+    scores: Tensor, gallery_labels: LabelsLike, query_labels: LabelsLike
+) -> dict[str, Tensor]:
+    """Scores of the hardest positive (lowest-scoring) and hardest negative (highest-scoring) of each query.
+
+    Queries without a positive or without a negative in the gallery are dropped from both outputs, so the two
+    tensors stay aligned (entry i of each belongs to the same query).
+
+    Returns:
+        ``{'HardPosScores': (Q',), 'HardNegScores': (Q',)}``.
+    """
+    scores, gallery, query = prepare(scores, gallery_labels, query_labels)
+    positives_parts, negatives_parts = [], []
+    for rows in chunk_rows(scores.shape[0], scores.shape[1]):
+        block = scores[rows]
+        targets = query[rows, None] == gallery[None, :]
+        keep = targets.any(dim=1) & (~targets).any(dim=1)
+        inf = torch.tensor(float("inf"), dtype=block.dtype, device=block.device)
+        positives_parts.append(block.masked_fill(~targets, inf).min(dim=1).values[keep])
+        negatives_parts.append(block.masked_fill(targets, -inf).max(dim=1).values[keep])
+    empty = scores.new_empty(0)
+    return {
+        "HardPosScores": torch.cat(positives_parts) if positives_parts else empty,
+        "HardNegScores": torch.cat(negatives_parts) if negatives_parts else empty,
+    }
