@@ -277,3 +277,15 @@ def test_cuda_tensors():
     assert ev.top_k_accuracy(scores.cuda(), gallery.cuda(), query.cuda(), 5).item() == pytest.approx(
         ev.top_k_accuracy(scores, gallery, query, 5).item())
     assert ev.knn(scores.cuda(), gallery.cuda(), 3).device.type == "cuda"
+
+
+def test_exclude_mask_equals_removing_the_item():
+    scores, gallery, query = random_problem(num_queries=12, num_gallery=12, seed=4)
+    query = gallery.clone()  # leave-one-out: each item is a query against the others
+    exclude = torch.eye(12, dtype=torch.bool)
+    stats = ev.query_stats(scores, gallery, query, exclude=exclude)
+    for i in range(12):
+        others = torch.arange(12) != i
+        alone = ev.query_stats(scores[i : i + 1, others], gallery[others], query[i : i + 1])
+        for name in ("ap", "max_f1", "best_rank", "num_positives", "threshold_at_max_f1"):
+            torch.testing.assert_close(getattr(stats, name)[i : i + 1], getattr(alone, name), msg=name)

@@ -124,6 +124,7 @@ def query_stats(
     gallery_labels: LabelsLike,
     query_labels: LabelsLike,
     *,
+    exclude: Tensor | None = None,
     elements_per_chunk: int = 2**21,
 ) -> QueryStats:
     """AP, max-F1 point and best-positive rank of every query, processed in query chunks.
@@ -132,13 +133,20 @@ def query_stats(
         scores: ``(Q, G)`` similarity scores, higher = more similar.
         gallery_labels: ``(G,)`` labels of the gallery items (columns).
         query_labels: ``(Q,)`` labels of the queries (rows).
+        exclude: optional ``(Q, G)`` bool mask of pairs to leave out of the gallery of that query, e.g. the query
+            image itself in leave-one-out evaluation.
         elements_per_chunk: about how many score entries are processed at once (bounds extra memory).
     """
     scores, gallery, query = prepare(scores, gallery_labels, query_labels)
-    parts = [
-        _chunk_stats(scores[rows], query[rows, None] == gallery[None, :])
-        for rows in chunk_rows(scores.shape[0], scores.shape[1], elements_per_chunk)
-    ]
-    if not parts:
-        return _chunk_stats(scores, query[:, None] == gallery[None, :])
+    if exclude is not None and exclude.shape != scores.shape:
+        raise ValueError(f"exclude must have the shape of scores {tuple(scores.shape)}, got {tuple(exclude.shape)}")
+    parts = []
+    for rows in chunk_rows(scores.shape[0], scores.shape[1], elements_per_chunk) or [slice(None)]:
+        block, targets = scores[rows], query[rows, None] == gallery[None, :]
+        if exclude is not None:
+            # an excluded item becomes a negative below everything: it changes no rank, precision or recall
+            excluded = exclude[rows].to(scores.device)
+            block = block.masked_fill(excluded, float("-inf"))
+            targets = targets & ~excluded
+        parts.append(_chunk_stats(block, targets))
     return QueryStats.cat(parts)

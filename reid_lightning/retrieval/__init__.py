@@ -1,1 +1,5 @@
-"""reid_lightning.retrieval"""
+"""Search backends and the retrieval-results object."""
+
+from .results import RetrievalResults
+
+__all__ = ["RetrievalResults"]
