@@ -39,8 +39,10 @@ class _QueryStatsMetric(Metric):
         for name in _STATE_NAMES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, scores: Tensor, gallery_labels: LabelsLike, query_labels: LabelsLike) -> None:
-        stats = query_stats(scores, gallery_labels, query_labels)
+    def update(self, scores: Tensor, gallery_labels: LabelsLike, query_labels: LabelsLike,
+               exclude: Tensor | None = None) -> None:
+        """scores: (q, G) query block against the full gallery; exclude: optional (q, G) pairs to leave out."""
+        stats = query_stats(scores, gallery_labels, query_labels, exclude=exclude)
         for name in _STATE_NAMES:
             getattr(self, name).append(getattr(stats, name))
 

@@ -1,1 +1,22 @@
-"""reid_lightning.models"""
+"""Backbone loading, projection neck, losses and the ``ReIDModule``."""
+
+from .backbone import HFBackbone, backbone_data_config, create_backbone, embedding_dim
+from .losses import LOSS_NAMES, MINER_NAMES, ArcFaceLoss, SoftmaxLoss, SubCenterArcFaceLoss, TripletLoss, build_loss
+from .module import ReIDModule
+from .neck import ProjectionNeck
+
+__all__ = [
+    "HFBackbone",
+    "LOSS_NAMES",
+    "MINER_NAMES",
+    "ArcFaceLoss",
+    "ProjectionNeck",
+    "ReIDModule",
+    "SoftmaxLoss",
+    "SubCenterArcFaceLoss",
+    "TripletLoss",
+    "backbone_data_config",
+    "build_loss",
+    "create_backbone",
+    "embedding_dim",
+]

@@ -1,0 +1,239 @@
+"""Local-feature reranking: batched matching with features extracted once vs a naive per-pair loop, and the
+zero-shot top-1 of ALIKED+LightGlue and DISK+LightGlue. Run by hand (needs /work/shared/data); not a test.
+
+Speed: Q queries x B candidates each, drawn from a shared pool of gallery images (as shortlists of one gallery
+are). The naive loop extracts both images of every pair and matches one pair at a time with kornia's own
+LightGlue forward; the batched path extracts each image once and scores all pairs with ``score_pairs``. Both
+must give the same match counts.
+
+Zero-shot top-1 (match count above 0.5 confidence as the score): zebra, original query/gallery split restricted
+to a random subset of identities; dogfaces, leave-one-out over a random subset of identities.
+
+    python benchmarks/bench_rerank.py                     # CPU, a few minutes
+    python benchmarks/bench_rerank.py --device cuda --zebra-ids 35 --dog-ids 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision.transforms as T
+
+from reid_lightning.data.dataset import ImageDataset
+from reid_lightning.features import AlikedExtractor, DiskExtractor, LocalFeatures
+from reid_lightning.similarity.pairwise import CollectCounts, MatchLightGlue
+
+THRESHOLD = 0.5
+ZEBRA_SIZE = [192, 320]  # the crops are about 302 x 512 (height x width)
+DOG_SIZE = [224, 224]
+
+
+def dataset(root: Path, metadata: pd.DataFrame, size: list[int]) -> ImageDataset:
+    return ImageDataset(metadata, root=root, transform=T.Compose([T.Resize(size), T.ToTensor()]))
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def naive_counts(
+    extractor, matcher: MatchLightGlue, query, gallery, pairs: torch.Tensor, device: str
+) -> tuple[torch.Tensor, float, float]:
+    """Extract both images of every pair and match the pair alone with kornia's LightGlue forward.
+
+    Returns the counts and the seconds spent extracting and matching.
+    """
+
+    def side(features: LocalFeatures) -> dict[str, torch.Tensor]:
+        n = int(features.num_keypoints)
+        features = features.to(matcher.device)
+        return {
+            "keypoints": features.keypoints[:, :n],
+            "descriptors": features.descriptors[:, :n],
+            "image_size": features.image_sizes,
+        }
+
+    counts = torch.zeros(len(pairs))
+    extract_seconds = match_seconds = 0.0
+    for row, (i, j) in enumerate(pairs.tolist()):
+        start = time.perf_counter()
+        features = extractor([query[i], gallery[j]])
+        extracted = time.perf_counter()
+        with torch.inference_mode():
+            out = matcher.model({"image0": side(features[0]), "image1": side(features[1])})
+        counts[row] = (out["scores"][0] > THRESHOLD).sum().item()
+        sync(device)
+        extract_seconds += extracted - start
+        match_seconds += time.perf_counter() - extracted
+    return counts, extract_seconds, match_seconds
+
+
+def batched_counts(
+    extractor, matcher: MatchLightGlue, query, gallery, pairs: torch.Tensor, device: str
+) -> tuple[torch.Tensor, float, float]:
+    """Extract every image once, then score all pairs in batches; returns counts and seconds as above."""
+    start = time.perf_counter()
+    query_features, gallery_features = extractor(query), extractor(gallery)
+    sync(device)
+    extracted = time.perf_counter()
+    counts = matcher.score_pairs(query_features, gallery_features, pairs)
+    sync(device)
+    return counts, extracted - start, time.perf_counter() - extracted
+
+
+def speed(args, zebra: pd.DataFrame, root: Path) -> None:
+    rng = np.random.default_rng(0)
+    split = (
+        pd.read_csv(root / "extra.csv").set_index("image_id").loc[zebra.image_id, "original_split"].to_numpy()
+    )
+    query_rows = rng.choice(np.flatnonzero(split == "query"), args.queries, replace=False)
+    pool_rows = rng.choice(np.flatnonzero(split == "gallery"), args.pool, replace=False)
+    query = dataset(root, zebra.iloc[query_rows], ZEBRA_SIZE)
+    pool = dataset(root, zebra.iloc[pool_rows], ZEBRA_SIZE)
+    pairs = torch.tensor(
+        [(q, g) for q in range(args.queries) for g in rng.choice(args.pool, args.candidates, replace=False)]
+    )
+    extractor = AlikedExtractor(device=args.device, progress=False)
+    matcher = MatchLightGlue(
+        "aliked", collector=CollectCounts([THRESHOLD]), device=args.device, progress=False
+    )
+    batched_counts(extractor, matcher, query, pool, pairs[:4], args.device)  # warm-up
+
+    load_before = os.getloadavg()[0]
+    # the machine is shared: time the batched path before and after the naive loop and average the two
+    first = batched_counts(extractor, matcher, query, pool, pairs, args.device)
+    naive_scores, naive_extract, naive_match = naive_counts(
+        extractor, matcher, query, pool, pairs, args.device
+    )
+    second = batched_counts(extractor, matcher, query, pool, pairs, args.device)
+    assert torch.equal(first[0], second[0])
+    batched_scores = first[0]
+    batched_extract, batched_match = (first[1] + second[1]) / 2, (first[2] + second[2]) / 2
+    naive_total, batched_total = naive_extract + naive_match, batched_extract + batched_match
+    pairs_count = len(pairs)
+
+    difference = (naive_scores - batched_scores).abs()
+    print(
+        f"\n## Speed: ALIKED+LightGlue, {args.queries} queries x {args.candidates} candidates from a pool of "
+        f"{args.pool} zebra images ({pairs_count} pairs), device={args.device}, "
+        f"threads={torch.get_num_threads()}, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}\n"
+    )
+    print("| path | images extracted | extract s | match s | total s | pairs/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        f"| naive loop (extract both, match one pair) | {2 * pairs_count} | {naive_extract:.1f} | "
+        f"{naive_match:.1f} | {naive_total:.1f} | {pairs_count / naive_total:.2f} |"
+    )
+    print(
+        f"| batched, features extracted once | {args.queries + args.pool} | {batched_extract:.1f} | "
+        f"{batched_match:.1f} | {batched_total:.1f} | {pairs_count / batched_total:.2f} |"
+    )
+    print(
+        f"\nend-to-end speed-up {naive_total / batched_total:.1f}x (matching alone "
+        f"{naive_match / batched_match:.1f}x); counts equal on {int((difference == 0).sum())}/{pairs_count} "
+        f"pairs, max |difference| {difference.max():.0f}, mean count {batched_scores.mean():.1f}"
+    )
+    assert difference.max() <= 2 and (difference == 0).float().mean() >= 0.9, (
+        "batched and naive scores differ"
+    )
+
+
+def top1(scores: torch.Tensor, query_labels: np.ndarray, gallery_labels: np.ndarray) -> float:
+    best = scores.nan_to_num(-torch.inf).argmax(dim=1).numpy()
+    return float(np.mean(gallery_labels[best] == query_labels))
+
+
+def zero_shot(args, zebra: pd.DataFrame, zebra_root: Path, dogs: pd.DataFrame, dogs_root: Path) -> None:
+    rng = np.random.default_rng(1)
+    split = pd.read_csv(zebra_root / "extra.csv").set_index("image_id").loc[zebra.image_id, "original_split"]
+    ids = rng.choice(zebra.identity.unique(), args.zebra_ids, replace=False)
+    chosen = zebra[zebra.identity.isin(ids)]
+    zebra_query = chosen[split.loc[chosen.image_id].to_numpy() == "query"]
+    zebra_query = zebra_query.groupby("identity").head(args.zebra_queries_per_id)
+    zebra_gallery = chosen[split.loc[chosen.image_id].to_numpy() == "gallery"]
+
+    sizes = dogs.groupby("identity").size()
+    dog_ids = rng.choice(sizes[sizes >= args.dog_images].index, args.dog_ids, replace=False)
+    dog_subset = dogs[dogs.identity.isin(dog_ids)].groupby("identity").head(args.dog_images)
+
+    print(f"\n## Zero-shot top-1 (score: matches with confidence > {THRESHOLD}), device={args.device}\n")
+    print("| dataset | protocol | pairs | method | top-1 | mean matches same / different id | s |")
+    print("|---|---|---:|---|---:|---|---:|")
+    for name, extractor_class in (("aliked", AlikedExtractor), ("disk", DiskExtractor)):
+        extractor = extractor_class(device=args.device, progress=False)
+        matcher = MatchLightGlue(
+            name, collector=CollectCounts([THRESHOLD]), device=args.device, progress=False
+        )
+        runs = [
+            (
+                "zebra",
+                f"{args.zebra_ids} ids, query vs gallery",
+                zebra_query,
+                zebra_gallery,
+                zebra_root,
+                ZEBRA_SIZE,
+            ),
+            (
+                "dogfaces",
+                f"{args.dog_ids} ids x {args.dog_images}, leave-one-out",
+                dog_subset,
+                None,
+                dogs_root,
+                DOG_SIZE,
+            ),
+        ]
+        for data_name, protocol, query_rows, gallery_rows, root, size in runs:
+            start = time.perf_counter()
+            query_features = extractor(dataset(root, query_rows, size))
+            gallery_features = (
+                query_features if gallery_rows is None else extractor(dataset(root, gallery_rows, size))
+            )
+            scores = matcher(query_features, gallery_features)
+            gallery_labels = (query_rows if gallery_rows is None else gallery_rows).identity.to_numpy()
+            if gallery_rows is None:
+                scores.fill_diagonal_(torch.nan)  # leave-one-out: an image is not its own candidate
+            same = torch.from_numpy(query_rows.identity.to_numpy()[:, None] == gallery_labels[None])
+            valid = ~scores.isnan()
+            print(
+                f"| {data_name} | {protocol} | {int(valid.sum())} | {name.upper()}+LightGlue | "
+                f"{top1(scores, query_rows.identity.to_numpy(), gallery_labels):.3f} | "
+                f"{scores[same & valid].mean():.1f} / {scores[~same & valid].mean():.1f} | "
+                f"{time.perf_counter() - start:.0f} |"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=8)
+    parser.add_argument("--candidates", type=int, default=10)
+    parser.add_argument("--pool", type=int, default=16)
+    parser.add_argument("--zebra-ids", type=int, default=6)
+    parser.add_argument("--zebra-queries-per-id", type=int, default=2)
+    parser.add_argument("--dog-ids", type=int, default=6)
+    parser.add_argument("--dog-images", type=int, default=4)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    zebra_root, dogs_root = args.data / "zebra", args.data / "dogfaces"
+    zebra, dogs = pd.read_csv(zebra_root / "metadata.csv"), pd.read_csv(dogs_root / "metadata.csv")
+    if not args.skip_speed:
+        speed(args, zebra, zebra_root)
+    if not args.skip_accuracy:
+        zero_shot(args, zebra, zebra_root, dogs, dogs_root)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""LightningDataModule: metadata → split → datasets → train / query / gallery loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch.utils.data import DataLoader, Dataset
+
+from .dataset import ImageDataset
+from .labels import contiguous_classes
+from .metadata import load_metadata
+from .samplers import m_per_class_sampler
+from .splits import SPLIT_NAMES, check_split_arguments, split_metadata
+from .transforms import build_transforms
+
+DEFAULT_SYNTHETIC_ROOT = Path(".cache/reid_lightning/synthetic")
+PROTOCOLS = ("database", "leave_one_out")
+DEFAULT_IMAGE_SIZE = 224
+
+
+class ReIDSamples(Dataset):
+    """Dict samples ``{"image": (3, H, W), "label": int[, "index": int]}`` over an :class:`ImageDataset`.
+
+    Args:
+        dataset: images with a tensor-producing transform.
+        labels: (N,) label of every image (class index for training, identity code for evaluation).
+        with_index: add the sample's position within ``dataset`` as ``"index"``.
+    """
+
+    def __init__(self, dataset: ImageDataset, labels: np.ndarray, with_index: bool = False) -> None:
+        if len(labels) != len(dataset):
+            raise ValueError(f"{len(labels)} labels for a dataset of {len(dataset)} images")
+        self.dataset = dataset
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.with_index = with_index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict:
+        item = self.dataset[idx]
+        sample = {"image": item[0] if self.dataset.load_label else item, "label": int(self.labels[idx])}
+        if self.with_index:
+            sample["index"] = idx
+        return sample
+
+
+class ReIDDataModule(L.LightningDataModule):
+    """Re-identification data: validated metadata split into training, validation and test images.
+
+    Training batches: ``{"image": (B, 3, H, W), "label": (B,) class index 0..num_classes-1}``.
+    Evaluation batches: ``{"image", "label": (B,) identity code (unknown animals: unique negative codes),
+    "index": (B,) position in that loader's dataset}``. Protocol ``database``: validation/test loaders are
+    ``[query, gallery]`` with all training images as the gallery; ``leave_one_out``: ``[query]``, each image
+    a query against all the others. No backbone is built here: the model calls :meth:`set_data_config`
+    (before the dataloaders are requested, e.g. in its ``setup``) with its input size and normalisation.
+
+    Args:
+        root: folder the image paths are relative to (default: the CSV's folder, or the synthetic set's).
+        metadata: CSV path (relative to root or absolute); a DataFrame is accepted from Python. With neither
+            root nor metadata, the synthetic demo set is used.
+        split: split strategy: closed, open, disjoint, time or column.
+        test_ratio: fraction of images held out for testing.
+        val_ratio: fraction of images held out for validation.
+        open_ratio: fraction of identities seen only in the held-out split (split=open).
+        seed: seed of the split.
+        protocol: evaluation protocol: database (query vs. training gallery) or leave_one_out.
+        image_size: input size overriding the backbone's.
+        mean: normalisation mean overriding the backbone's.
+        std: normalisation standard deviation overriding the backbone's.
+        img_load: full images, or bbox to crop the metadata's bounding boxes.
+        randaugment: use RandAugment in training.
+        randaugment_num_ops: RandAugment operations per image.
+        randaugment_magnitude: RandAugment magnitude (0-30).
+        crop_scale: area range of the training random resized crop; None resizes the whole image.
+        hflip: random horizontal flips in training (off: the two flanks of an animal differ).
+        batch_size: training batch size.
+        eval_batch_size: evaluation batch size (default: batch_size).
+        num_workers: dataloader worker processes.
+        m_per_class: sample this many images per identity in each training batch (None: plain shuffling).
+        synthetic: use the synthetic demo set (written to root, or .cache/reid_lightning/synthetic).
+        synthetic_individuals: individuals in the synthetic set.
+        synthetic_images_per_individual: images per individual in the synthetic set.
+        synthetic_image_size: side of the synthetic images in pixels.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        metadata: str | None = None,
+        split: str = "closed",
+        test_ratio: float = 0.3,
+        val_ratio: float = 0.1,
+        open_ratio: float = 0.2,
+        seed: int = 0,
+        protocol: str = "database",
+        image_size: int | None = None,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        img_load: str = "full",
+        randaugment: bool = True,
+        randaugment_num_ops: int = 2,
+        randaugment_magnitude: int = 9,
+        crop_scale: tuple[float, float] | None = (0.8, 1.0),
+        hflip: bool = False,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        m_per_class: int | None = None,
+        synthetic: bool = False,
+        synthetic_individuals: int = 40,
+        synthetic_images_per_individual: int = 12,
+        synthetic_image_size: int = 96,
+    ) -> None:
+        super().__init__()
+        check_split_arguments(split, test_ratio, val_ratio, open_ratio)
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={protocol!r} is not supported; choose one of {list(PROTOCOLS)}")
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
+        if m_per_class is not None and (m_per_class < 1 or batch_size % m_per_class):
+            raise ValueError(
+                f"batch_size={batch_size} must be a positive multiple of m_per_class={m_per_class}"
+            )
+        self.save_hyperparameters(ignore=["metadata"] if isinstance(metadata, pd.DataFrame) else None)
+        self.root = root
+        self.metadata = metadata
+        self.split = split
+        self.test_ratio, self.val_ratio, self.open_ratio = test_ratio, val_ratio, open_ratio
+        self.seed = seed
+        self.protocol = protocol
+        self.image_size, self.mean, self.std = image_size, mean, std
+        self.img_load = img_load
+        self.augmentation = {
+            "randaugment": randaugment,
+            "randaugment_num_ops": randaugment_num_ops,
+            "randaugment_magnitude": randaugment_magnitude,
+            "crop_scale": crop_scale,
+            "hflip": hflip,
+        }
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.m_per_class = m_per_class
+        self.synthetic = synthetic or (root is None and metadata is None)
+        self.synthetic_options = {
+            "num_individuals": synthetic_individuals,
+            "images_per_individual": synthetic_images_per_individual,
+            "image_size": synthetic_image_size,
+        }
+        self._backbone_config: dict | None = None
+        self._images: ImageDataset | None = None
+        self._positions: dict[str, np.ndarray] = {}
+        self._class_index = np.empty(0, dtype=np.int64)
+        self._class_codes = np.empty(0, dtype=np.int64)
+
+    # ----------------------------------------------------------------------------------------- set-up
+    def set_data_config(
+        self, size: int | tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]
+    ) -> None:
+        """The backbone's input size and normalisation (see ``data_config_from_backbone``)."""
+        self._backbone_config = {"size": size, "mean": tuple(mean), "std": tuple(std)}
+
+    @property
+    def data_config(self) -> dict:
+        """Input ``size``, ``mean``, ``std``: explicit arguments, else the backbone's, else ImageNet's."""
+        backbone = self._backbone_config or {}
+        if not backbone and self.image_size is None:
+            rank_zero_warn(
+                "ReIDDataModule: no data config from the backbone (set_data_config) and no image_size; "
+                f"using {DEFAULT_IMAGE_SIZE} px"
+            )
+        return {
+            "size": self.image_size or backbone.get("size", DEFAULT_IMAGE_SIZE),
+            "mean": tuple(self.mean or backbone.get("mean", IMAGENET_DEFAULT_MEAN)),
+            "std": tuple(self.std or backbone.get("std", IMAGENET_DEFAULT_STD)),
+        }
+
+    def _write_synthetic(self) -> tuple[Path, Path]:
+        # imported here, so that `python -m reid_lightning.data.synthetic` does not import itself twice
+        from .synthetic import make_synthetic_individuals
+
+        root = Path(self.root) if self.root is not None else DEFAULT_SYNTHETIC_ROOT
+        return make_synthetic_individuals(root, seed=self.seed, **self.synthetic_options), root
+
+    def prepare_data(self) -> None:
+        """Write the synthetic demo set when it is used (reused when already complete)."""
+        if self.synthetic:
+            self._write_synthetic()
+
+    def _resolve_source(self) -> tuple[str | Path | pd.DataFrame, Path | None]:
+        if self.synthetic:
+            return self._write_synthetic()
+        root = Path(self.root) if self.root is not None else None
+        if isinstance(self.metadata, pd.DataFrame):
+            return self.metadata, root
+        if self.metadata is None:
+            csv = root / "metadata.csv"  # type: ignore[operator]
+            if not csv.is_file():
+                raise FileNotFoundError(
+                    f"no metadata given and '{csv}' does not exist; pass metadata=<csv path>, or "
+                    "synthetic=True for the demo set"
+                )
+            return csv, root
+        if root is None:  # paths in a CSV are most naturally relative to the CSV itself
+            return Path(self.metadata), Path(self.metadata).resolve().parent
+        return self.metadata, root
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and validate the metadata, split it and index the images (once)."""
+        if self._images is not None:
+            return
+        source, root = self._resolve_source()
+        df = load_metadata(source, root)
+        splits = split_metadata(
+            df, self.split, test_ratio=self.test_ratio, val_ratio=self.val_ratio, open_ratio=self.open_ratio,
+            seed=self.seed,
+        )
+        if splits["train"].empty:
+            raise ValueError(f"split '{self.split}' left no training images; lower test_ratio/val_ratio")
+        self.root = str(root) if root is not None else None
+        self._images = ImageDataset(df, root=root, img_load=self.img_load)
+        self._positions = {name: frame.index.to_numpy() for name, frame in splits.items()}
+        train_codes = self._images.labels[self._positions["train"]]
+        self._class_index, self._class_codes = contiguous_classes(train_codes)
+        if self.protocol == "database":
+            for stage_name in ("val", "test"):
+                codes = self._images.labels[self._positions[stage_name]]
+                if len(codes) and not np.isin(codes, self._class_codes).any():
+                    rank_zero_warn(
+                        f"ReIDDataModule: no {stage_name} query has its identity among the training images "
+                        f"(split='{self.split}'), so database retrieval cannot find any match; use "
+                        "protocol='leave_one_out' for identity-disjoint splits"
+                    )
+
+    def _require_setup(self) -> ImageDataset:
+        if self._images is None:
+            raise RuntimeError("ReIDDataModule is not set up yet; call setup() first")
+        return self._images
+
+    # ----------------------------------------------------------------------------------------- facts
+    @property
+    def num_classes(self) -> int:
+        """Number of training identities (classes of a classification loss)."""
+        self._require_setup()
+        return len(self._class_codes)
+
+    @property
+    def identity_names(self) -> dict[int, str]:
+        """Identity code → name (unknown animals: negative codes → ``"unknown"``)."""
+        return dict(self._require_setup().labels_map)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Training class index → identity name."""
+        names = self._require_setup().labels_map
+        return [names[int(code)] for code in self._class_codes]
+
+    @property
+    def class_codes(self) -> np.ndarray:
+        """(num_classes,) identity code of every training class index."""
+        self._require_setup()
+        return self._class_codes.copy()
+
+    def dataset(self, split: str, *, train_transform: bool = False) -> ImageDataset:
+        """Images of ``split`` (train/val/test) with the evaluation (or training) transform, global codes."""
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"split must be one of {list(SPLIT_NAMES)}, got {split!r}")
+        subset = self._require_setup().get_subset(self._positions[split])
+        config = self.data_config
+        subset.transform = build_transforms(
+            image_size=config["size"], mean=config["mean"], std=config["std"], train=train_transform,
+            **self.augmentation,
+        )
+        return subset
+
+    def eval_datasets(self, stage: str) -> list[ImageDataset]:
+        """Datasets of the ``val``/``test`` loaders, in loader order: ``[query, gallery]`` or ``[query]``."""
+        if stage not in ("val", "test"):
+            raise ValueError(f"stage must be 'val' or 'test', got {stage!r}")
+        queries = self.dataset(stage)
+        return [queries, self.dataset("train")] if self.protocol == "database" else [queries]
+
+    # ----------------------------------------------------------------------------------------- loaders
+    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(), **kwargs,
+        )
+
+    def _eval_loader(self, dataset: ImageDataset) -> DataLoader:
+        samples = ReIDSamples(dataset, dataset.labels, with_index=True)
+        return self._loader(samples, batch_size=self.eval_batch_size, shuffle=False)
+
+    def train_dataloader(self) -> DataLoader:
+        """Augmented training images; an incomplete last batch is dropped (one image breaks BatchNorm)."""
+        samples = ReIDSamples(self.dataset("train", train_transform=True), self._class_index)
+        if self.m_per_class is not None:
+            sampler = m_per_class_sampler(self._class_index, m=self.m_per_class, batch_size=self.batch_size)
+            return self._loader(samples, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+        return self._loader(
+            samples, batch_size=self.batch_size, shuffle=True, drop_last=len(samples) > self.batch_size
+        )
+
+    def gallery_dataloader(self) -> DataLoader:
+        """All training images with the evaluation transform (the database of known individuals)."""
+        return self._eval_loader(self.dataset("train"))
+
+    def _stage_loaders(self, stage: str) -> list[DataLoader]:
+        self._require_setup()
+        if len(self._positions[stage]) == 0:
+            return []
+        return [self._eval_loader(dataset) for dataset in self.eval_datasets(stage)]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """``[query, gallery]`` (database) or ``[query]`` (leave_one_out) loaders; ``[]`` if no val images."""
+        return self._stage_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """``[query, gallery]`` (database) or ``[query]`` (leave_one_out) loaders over the test images."""
+        return self._stage_loaders("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Test images with the evaluation transform."""
+        return self._eval_loader(self.dataset("test"))
+
+    # ----------------------------------------------------------------------------------------- report
+    def summary(self) -> str:
+        """Images, identities and unknown animals per split; queries whose identity is not in the gallery."""
+        images = self._require_setup()
+        lines = [f"{'split':<6} {'images':>7} {'identities':>10} {'unknown':>8}"]
+        for name in SPLIT_NAMES:
+            codes = images.labels[self._positions[name]]
+            known = codes[codes >= 0]
+            lines.append(f"{name:<6} {len(codes):>7} {len(np.unique(known)):>10} {int((codes < 0).sum()):>8}")
+        for stage in ("val", "test"):
+            codes = images.labels[self._positions[stage]]
+            if self.protocol == "database":
+                unmatched = ~np.isin(codes, self._class_codes)
+                gallery = f"gallery = {len(self._positions['train'])} training images"
+            else:
+                values, counts = np.unique(codes, return_counts=True)
+                unmatched = (codes < 0) | np.isin(codes, values[counts == 1])
+                gallery = "gallery = the other images of the split"
+            lines.append(
+                f"{stage} ({self.protocol}): {len(codes)} queries, {int(unmatched.sum())} without their "
+                f"identity in the gallery; {gallery}"
+            )
+        lines.append(f"training classes: {self.num_classes}")
+        return "\n".join(lines)

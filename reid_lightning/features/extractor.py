@@ -1,0 +1,145 @@
+"""Base class of the local feature extractors: dataset in, :class:`LocalFeatures` out."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import kornia
+import torch
+from torch.utils.data import Dataset
+
+from .cache import FeatureCache, image_hash
+from .images import check_unit_range, group_by_size, iterate_images
+from .local_features import LocalFeatures
+
+
+def default_device(device: str | torch.device | None) -> torch.device:
+    """``device``, or CUDA when available and CPU otherwise."""
+    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def pad_keypoint_rows(rows: list[torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack per-image ``(n_i, ...)`` tensors, zero-padded, into ``(B, length, ...)`` and a mask."""
+    out = rows[0].new_zeros((len(rows), length, *rows[0].shape[1:]))
+    mask = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
+    for i, row in enumerate(rows):
+        n = min(len(row), length)
+        out[i, :n] = row[:n]
+        mask[i, :n] = True
+    return out, mask
+
+
+def padded_features(
+    keypoints: list[torch.Tensor], descriptors: list[torch.Tensor], scores: list[torch.Tensor], length: int
+) -> dict[str, torch.Tensor]:
+    """The output of :meth:`LocalFeatureExtractor.detect` from per-image lists of variable length."""
+    padded_keypoints, mask = pad_keypoint_rows(keypoints, length)
+    return {
+        "keypoints": padded_keypoints,
+        "descriptors": pad_keypoint_rows(descriptors, length)[0],
+        "scores": pad_keypoint_rows(scores, length)[0],
+        "mask": mask,
+    }
+
+
+class LocalFeatureExtractor:
+    """Detects and describes at most ``max_num_keypoints`` keypoints per image of a dataset.
+
+    Subclasses set :attr:`family` and :attr:`channels` and implement :meth:`detect`. Calling the extractor on
+    a dataset (items ``image`` or ``(image, label)``, float ``(C, H, W)`` in [0, 1]) returns
+    :class:`LocalFeatures` on the CPU, in dataset order. Images of different sizes are batched per size.
+
+    Args:
+        max_num_keypoints: keypoint budget ``K`` per image; images with fewer keypoints are padded and masked.
+        batch_size: images per forward pass.
+        num_workers: DataLoader workers reading the dataset.
+        device: device of the network; None picks CUDA when available.
+        cache_dir: folder of a disk cache keyed by image content and :attr:`config_key`; None disables it.
+        progress: show a tqdm progress bar.
+    """
+
+    family: ClassVar[str]
+    channels: ClassVar[int]
+
+    def __init__(
+        self,
+        max_num_keypoints: int = 256,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        device: str | torch.device | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> None:
+        if max_num_keypoints < 1:
+            raise ValueError(f"max_num_keypoints must be positive, got {max_num_keypoints}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.max_num_keypoints = max_num_keypoints
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.device = default_device(device)
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.weights_fingerprint = "none"
+
+    def config(self) -> dict[str, Any]:
+        """Everything that changes the output besides the image and the weights."""
+        return {"max_num_keypoints": self.max_num_keypoints}
+
+    @property
+    def config_key(self) -> str:
+        """Extractor, configuration and weights, e.g. ``aliked|max_num_keypoints=256|...|weights=ab12``."""
+        parts = [f"{key}={value}" for key, value in sorted(self.config().items())]
+        return "|".join([self.family, *parts, f"weights={self.weights_fingerprint}"])
+
+    def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features of a batch ``(B, channels, H, W)`` on :attr:`device`.
+
+        Returns ``keypoints (B, K, 2)``, ``descriptors (B, K, D)``, ``scores (B, K)``, ``mask (B, K)`` and
+        optionally ``scales``/``orientations (B, K)``, with ``K = max_num_keypoints``.
+        """
+        raise NotImplementedError
+
+    def _to_channels(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] == self.channels:
+            return images
+        if self.channels == 1:
+            return kornia.color.rgb_to_grayscale(images)
+        return images.expand(-1, 3, -1, -1)
+
+    def _extract_batch(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        rows: list[dict[str, torch.Tensor]] = [{} for _ in images]
+        for positions in group_by_size(images).values():
+            batch = torch.stack([images[p] for p in positions]).to(self.device, torch.float32)
+            with torch.inference_mode():
+                out = self.detect(self._to_channels(batch))
+            for i, position in enumerate(positions):
+                rows[position] = {
+                    name: (value[i].float() if value.is_floating_point() else value[i]).cpu()
+                    for name, value in out.items()
+                }
+                rows[position]["image_sizes"] = torch.tensor([batch.shape[-1], batch.shape[-2]])
+        return rows
+
+    def __call__(self, dataset: Dataset) -> LocalFeatures:
+        """Features of every image of ``dataset``: :class:`LocalFeatures` with ``N = len(dataset)``."""
+        cache = FeatureCache(self.cache_dir, self.config_key) if self.cache_dir is not None else None
+        rows: list[dict[str, torch.Tensor]] = []
+        batches = iterate_images(dataset, self.batch_size, self.num_workers, type(self).__name__, self.progress)
+        for start, images in batches:
+            for offset, image in enumerate(images):
+                check_unit_range(image, start + offset)
+            keys = [image_hash(image) for image in images] if cache else []
+            batch_rows = [cache.get(key) for key in keys] if cache else [None] * len(images)
+            missing = [i for i, row in enumerate(batch_rows) if row is None]
+            if missing:
+                for i, row in zip(missing, self._extract_batch([images[i] for i in missing]), strict=True):
+                    batch_rows[i] = row
+                    if cache:
+                        cache.put(keys[i], row)
+            rows.extend(batch_rows)
+        if not rows:
+            raise ValueError(f"{type(self).__name__} got an empty dataset.")
+        tensors = {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
+        return LocalFeatures(**tensors, extractor=self.family, config_key=self.config_key)

@@ -1,0 +1,92 @@
+"""SIFT keypoints and RootSIFT descriptors (kornia, no weights needed)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+from kornia.feature import (
+    SIFTFeatureScaleSpace,
+    get_laf_center,
+    get_laf_orientation,
+    get_laf_scale,
+    laf_is_filled,
+)
+
+from .extractor import LocalFeatureExtractor
+
+
+class SiftExtractor(LocalFeatureExtractor):
+    """DoG scale-space SIFT (kornia ``SIFTFeatureScaleSpace``) on gray images, descriptors in OpenCV's layout.
+
+    ``scales`` hold the detection sigma and ``orientations`` the COLMAP angle in radians, the keypoint
+    convention LightGlue's ``"sift"`` weights were trained with.
+
+    Args:
+        max_num_keypoints: keypoint budget per image.
+        upright: skip orientation estimation (all orientations 0).
+        rootsift: RootSIFT (Hellinger-normalised) descriptors instead of plain SIFT.
+        descriptor_backend: kornia's ``"pyramid"`` (fast) or ``"patch"`` descriptor implementation.
+        batch_size: images per forward pass.
+        num_workers: DataLoader workers reading the dataset.
+        device: device of the computation; None picks CUDA when available.
+        cache_dir: disk cache of extracted features keyed by image content and configuration; None disables
+            it.
+        progress: show a tqdm progress bar.
+    """
+
+    family = "sift"
+    channels = 1
+
+    def __init__(
+        self,
+        max_num_keypoints: int = 256,
+        upright: bool = False,
+        rootsift: bool = True,
+        descriptor_backend: str = "pyramid",
+        batch_size: int = 16,
+        num_workers: int = 0,
+        device: str | torch.device | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(max_num_keypoints, batch_size, num_workers, device, cache_dir, progress)
+        self.upright = upright
+        self.rootsift = rootsift
+        self.descriptor_backend = descriptor_backend
+        self.model = SIFTFeatureScaleSpace(
+            max_num_keypoints,
+            upright=upright,
+            rootsift=rootsift,
+            device=self.device,
+            descriptor_backend=descriptor_backend,
+            descriptor_layout="opencv",
+        ).eval()
+
+    def config(self) -> dict[str, Any]:
+        return super().config() | {
+            "upright": self.upright,
+            "rootsift": self.rootsift,
+            "descriptor_backend": self.descriptor_backend,
+        }
+
+    def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        lafs, responses, descriptors = self.model(images)
+        mask = laf_is_filled(lafs)
+        # LAF frames are 6 sigma wide and their angle runs the other way from COLMAP's keypoint angle.
+        orientations = -torch.deg2rad(get_laf_orientation(lafs)[..., 0])
+        orientations = torch.where(orientations <= -math.pi, orientations + 2 * math.pi, orientations)
+        rows = {
+            "keypoints": get_laf_center(lafs),
+            "descriptors": descriptors,
+            "scores": responses,
+            "scales": get_laf_scale(lafs)[..., 0, 0] / 6.0,
+            "orientations": orientations,
+        }
+        # kornia fills the slots best-first and leaves the unfilled ones at the end, holding a shared dummy
+        # frame.
+        return {
+            name: value * mask.view(*mask.shape, *[1] * (value.ndim - 2)) for name, value in rows.items()
+        } | {"mask": mask}

@@ -1,0 +1,275 @@
+"""``ReIDModule``: any backbone + optional projection neck + a metric-learning loss, evaluated by retrieval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from ..eval.labels import chunk_rows
+from ..eval.scores import Metric, pairwise_scores
+from ..metrics import RetrievalMetrics
+from ..retrieval import RetrievalResults
+from .backbone import backbone_data_config, create_backbone, embedding_dim
+from .losses import LOSS_NAMES, build_loss
+from .neck import ProjectionNeck
+
+Protocol = Literal["database", "leave_one_out"]
+
+
+class ReIDModule(L.LightningModule):
+    """Fine-tunes a backbone for re-identification and reports top-k accuracy, mAP and maxF1.
+
+    Validation/test loaders come from ``ReIDDataModule``: ``[query_loader, gallery_loader]`` (``database``
+    protocol: gallery = training images) or ``[query_loader]`` (``leave_one_out``: each query against all other
+    query images, itself excluded). Batches are dicts with ``image``, ``label`` and ``index``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        pretrained: bool = True,
+        trust_remote_code: bool = False,
+        backbone_init_args: dict | None = None,
+        init_ckpt: str | None = None,
+        num_classes: int | None = None,
+        projection_dim: int | None = None,
+        loss: str = "arcface",
+        margin: float | None = None,
+        scale: float | None = None,
+        sub_centers: int = 3,
+        miner: str | None = "multi_similarity",
+        triplet_margin: float = 0.2,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 1e-3,
+        loss_lr: float | None = None,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        scheduler: Literal["cosine", "none"] = "cosine",
+        metric: Metric = "cosine",
+        top_k: tuple[int, ...] = (1, 5),
+        eval_chunk_size: int = 1024,
+    ) -> None:
+        """
+        Args:
+            backbone: timm name (incl. ``hf-hub:...`` / ``local-dir:/path``), ``transformers:<id or folder>``, or
+                a ``package.Class`` path; see ``create_backbone``.
+            pretrained: load the backbone's pretrained weights.
+            trust_remote_code: let transformers run the model's own code (MiewID needs it); off by default.
+            backbone_init_args: extra constructor arguments for the backbone.
+            init_ckpt: checkpoint (Lightning ``.ckpt`` or a state dict) whose backbone/neck weights initialise this
+                model; the loss head is not loaded, so a new species with new identities can be fine-tuned.
+            num_classes: number of training identities (set from the data module by the CLI).
+            projection_dim: add a linear projection neck to this embedding size (None: backbone's own size).
+            loss: ``arcface``, ``subcenter_arcface``, ``triplet`` or ``softmax``.
+            margin: ArcFace angular margin in radians (None: 0.5 as in MegaDescriptor).
+            scale: ArcFace logit scale (None: 64 as in MegaDescriptor).
+            sub_centers: weight vectors per class for ``subcenter_arcface``.
+            miner: pytorch-metric-learning miner for ``triplet``.
+            triplet_margin: margin of the triplet loss.
+            optimizer: ``sgd`` (MegaDescriptor recipe) or ``adamw``.
+            lr: learning rate of the backbone and neck.
+            loss_lr: learning rate of the loss parameters (None: same as ``lr``).
+            momentum: SGD momentum.
+            weight_decay: weight decay.
+            scheduler: ``cosine`` annealing over all training steps, or ``none``.
+            metric: query x gallery score: ``cosine``, ``inner``, ``euclid`` or ``sq_euclid``.
+            top_k: the k of every top-k accuracy logged.
+            eval_chunk_size: queries scored at once during evaluation (bounds memory).
+        """
+        super().__init__()
+        if loss not in LOSS_NAMES:
+            raise ValueError(f"Unknown loss {loss!r}; valid names: {', '.join(LOSS_NAMES)}")
+        self.save_hyperparameters()
+        self.backbone = create_backbone(backbone, pretrained=pretrained, trust_remote_code=trust_remote_code,
+                                        init_args=backbone_init_args)
+        backbone_dim = embedding_dim(self.backbone)
+        self.neck = ProjectionNeck(backbone_dim, projection_dim) if projection_dim else nn.Identity()
+        self.embedding_size = projection_dim or backbone_dim
+        self.loss_fn: nn.Module | None = None
+        if num_classes is not None or loss == "triplet":
+            self.loss_fn = build_loss(loss, num_classes=num_classes or 1, embedding_dim=self.embedding_size,
+                                      margin=margin, scale=scale, sub_centers=sub_centers, miner=miner,
+                                      triplet_margin=triplet_margin)
+        if init_ckpt:
+            self._load_init_checkpoint(init_ckpt)
+        self._eval_outputs: dict[int, list[dict[str, Tensor]]] = {}
+        self._evaluation: tuple[RetrievalResults, dict[str, Tensor]] | None = None
+
+    # ------------------------------------------------------------------ model
+    @property
+    def data_config(self) -> dict:
+        """``size``, ``mean``, ``std`` the backbone expects."""
+        return backbone_data_config(self.backbone)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images: (B, 3, H, W) -> embeddings (B, D)."""
+        return self.neck(self.backbone(images))
+
+    def _load_init_checkpoint(self, path: str) -> None:
+        checkpoint_path = Path(path).expanduser()
+        if not checkpoint_path.is_file():
+            raise FileNotFoundError(f"init_ckpt {path!r} does not exist; give a Lightning .ckpt or a state dict")
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = state.get("state_dict", state)
+        wanted = {k: v for k, v in state.items() if k.startswith(("backbone.", "neck."))}
+        if not wanted:
+            # a bare backbone state dict (e.g. timm weights)
+            wanted = {f"backbone.{k}": v for k, v in state.items()}
+        own = self.state_dict()
+        mismatched = [k for k, v in wanted.items() if k in own and own[k].shape != v.shape]
+        if mismatched:
+            raise ValueError(f"init_ckpt {path!r}: shapes differ for {mismatched[:5]}; is it the same backbone?")
+        result = self.load_state_dict(wanted, strict=False)
+        missing = [k for k in result.missing_keys if k.startswith(("backbone.", "neck."))]
+        if missing:
+            raise ValueError(f"init_ckpt {path!r} lacks {len(missing)} backbone/neck weights, e.g. {missing[:5]}")
+
+    # ------------------------------------------------------------------ training
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "set_data_config"):
+            datamodule.set_data_config(**self.data_config)
+        if stage == "fit" and self.loss_fn is None:
+            num_classes = getattr(datamodule, "num_classes", None)
+            if not num_classes:
+                raise ValueError("num_classes is unknown: pass --model.num_classes or train with ReIDDataModule")
+            self.hparams.num_classes = num_classes
+            self.loss_fn = build_loss(self.hparams.loss, num_classes=num_classes, embedding_dim=self.embedding_size,
+                                      margin=self.hparams.margin, scale=self.hparams.scale,
+                                      sub_centers=self.hparams.sub_centers, miner=self.hparams.miner,
+                                      triplet_margin=self.hparams.triplet_margin)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.loss_fn(self(batch["image"]), batch["label"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["label"]))
+        return loss
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = [{"params": [p for p in [*self.backbone.parameters(), *self.neck.parameters()] if p.requires_grad],
+                   "lr": hp.lr}]
+        loss_parameters = list(self.loss_fn.parameters()) if self.loss_fn is not None else []
+        if loss_parameters:
+            groups.append({"params": loss_parameters, "lr": hp.loss_lr or hp.lr})
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            raise ValueError(f"Unknown optimizer {hp.optimizer!r}; choose 'sgd' or 'adamw'")
+        if hp.scheduler == "none":
+            return optimizer
+        if hp.scheduler != "cosine":
+            raise ValueError(f"Unknown scheduler {hp.scheduler!r}; choose 'cosine' or 'none'")
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ evaluation
+    def _collect(self, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+        self._eval_outputs.setdefault(dataloader_idx, []).append({
+            "embedding": self(batch["image"]).float(),
+            "label": batch["label"],
+            "index": batch["index"],
+        })
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(batch, dataloader_idx)
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_evaluation()
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_evaluation()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.evaluation_results()[1])
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.evaluation_results()[1])
+
+    def _reset_evaluation(self) -> None:
+        self._eval_outputs = {}
+        self._evaluation = None
+
+    def _log_metrics(self, prefix: str, values: dict[str, Tensor]) -> None:
+        for name, value in values.items():
+            # every process holds all embeddings and computes identical values: no further reduction
+            self.log(f"{prefix}/{name}", value.float(), prog_bar=name in ("top1", "mAP"), sync_dist=False)
+
+    def _gathered(self, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """Embeddings and labels of one eval loader in dataset order, gathered over processes, duplicates
+        (from padded distributed samplers) removed."""
+        outputs = self._eval_outputs.get(dataloader_idx, [])
+        if not outputs:
+            raise ValueError(f"evaluation loader {dataloader_idx} yielded no batch")
+        embeddings = torch.cat([o["embedding"] for o in outputs])
+        labels = torch.cat([o["label"] for o in outputs])
+        indices = torch.cat([o["index"] for o in outputs])
+        if self._trainer is not None and self.trainer.world_size > 1:
+            embeddings, labels, indices = (self.all_gather(t).flatten(0, 1) for t in (embeddings, labels, indices))
+        order = torch.argsort(indices, stable=True)
+        indices, embeddings, labels = indices[order], embeddings[order], labels[order]
+        first = torch.ones_like(indices, dtype=torch.bool)
+        first[1:] = indices[1:] != indices[:-1]
+        if not torch.equal(indices[first], torch.arange(int(first.sum()), device=indices.device)):
+            raise RuntimeError(f"evaluation loader {dataloader_idx} did not cover its dataset exactly once")
+        return embeddings[first], labels[first]
+
+    def evaluation_results(self) -> tuple[RetrievalResults, dict[str, Tensor]]:
+        """Results object and metrics of the current validation/test epoch, computed once and cached.
+
+        Loader 0 holds the queries; loader 1, when present, the gallery (``database`` protocol), otherwise every
+        query is searched among the other queries (``leave_one_out``, itself excluded). Callbacks such as
+        reranking call this from their own epoch-end hook; the module logs the plain metrics.
+        """
+        if self._evaluation is not None:
+            return self._evaluation
+        query, query_labels = self._gathered(0)
+        leave_one_out = 1 not in self._eval_outputs
+        gallery, gallery_labels = (query, query_labels) if leave_one_out else self._gathered(1)
+        self._eval_outputs = {}
+        self._evaluation = self.retrieve(query, gallery, query_labels=query_labels, gallery_labels=gallery_labels,
+                                         leave_one_out=leave_one_out)
+        return self._evaluation
+
+    def retrieve(self, query: Tensor, gallery: Tensor, *, query_labels: Tensor, gallery_labels: Tensor,
+                 leave_one_out: bool = False, shortlist: int = 100) -> tuple[RetrievalResults, dict[str, Tensor]]:
+        """Score query ``(Q, D)`` against gallery ``(G, D)`` embeddings in chunks; results and metrics."""
+        metrics = RetrievalMetrics(top_k=self.hparams.top_k, sync_on_compute=False).to(query.device)
+        exclude = torch.eye(len(query), dtype=torch.bool, device=query.device) if leave_one_out else None
+        blocks = []
+        for rows in chunk_rows(len(query), len(gallery), self.hparams.eval_chunk_size * len(gallery)):
+            block = pairwise_scores(query[rows], gallery, self.hparams.metric)
+            metrics.update(block, gallery_labels, query_labels[rows],
+                           exclude=None if exclude is None else exclude[rows])
+            blocks.append(block)
+        results = RetrievalResults.from_scores(torch.cat(blocks), gallery_labels=gallery_labels,
+                                               query_labels=query_labels, exclude=exclude,
+                                               top_k=min(shortlist, len(gallery)))
+        return results, metrics.compute()
+
+    @torch.no_grad()
+    def embed_dataloader(self, loader) -> tuple[Tensor, Tensor]:
+        """Embeddings ``(N, D)`` and labels ``(N,)`` of an evaluation loader, in its order (eval mode, restored)."""
+        was_training = self.training
+        self.eval()
+        try:
+            embeddings, labels = [], []
+            for batch in loader:
+                embeddings.append(self(batch["image"].to(self.device)).float())
+                labels.append(batch["label"].to(self.device))
+        finally:
+            self.train(was_training)
+        return torch.cat(embeddings), torch.cat(labels)
+
+    # ------------------------------------------------------------------ prediction
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        return {"embedding": self(batch["image"]).float().cpu(), "index": batch["index"].cpu()}

@@ -1,0 +1,107 @@
+"""Batched pair matching: the shared driver of every pairwise matcher."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ...features.extractor import default_device
+from .collectors import CollectCounts, Collector
+from .matches import PairMatches
+
+Scores = torch.Tensor | dict[Hashable, torch.Tensor]
+
+
+def _unwrap(scores: dict[Hashable, torch.Tensor]) -> Scores:
+    return next(iter(scores.values())) if len(scores) == 1 else scores
+
+
+def check_pairs(pairs: Any, num_query: int, num_database: int) -> torch.Tensor:
+    """``pairs`` as a ``(P, 2)`` long CPU tensor of ``(query index, database index)`` rows, range-checked."""
+    pairs = torch.as_tensor(pairs).cpu()
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or (pairs.numel() and pairs.is_floating_point()):
+        raise ValueError(
+            f"pairs must be a (P, 2) integer tensor of (query, database) indices, got {tuple(pairs.shape)}."
+        )
+    pairs = pairs.long()
+    for column, size, name in ((0, num_query, "query"), (1, num_database, "database")):
+        bad = (pairs[:, column] < 0) | (pairs[:, column] >= size)
+        if bad.any():
+            row = int(torch.nonzero(bad)[0])
+            raise IndexError(
+                f"pairs row {row} has {name} index {int(pairs[row, column])}, outside [0, {size})."
+            )
+    return pairs
+
+
+class MatchPairs:
+    """Scores image pairs in batches: ``matcher(query, database)`` is the full ``(Q, G)`` score matrix.
+
+    Subclasses implement :meth:`prepare` (once per call: per-image work such as moving features to the device
+    or running a backbone, so each image is processed once whatever the number of its pairs) and :meth:`match`
+    (one batch of pairs → :class:`PairMatches`). The collector turns matches into scores; float32 throughout.
+
+    Args:
+        collector: turns matches into scores; defaults to ``CollectCounts(thresholds=(0.5,))``.
+        batch_size: pairs per forward pass.
+        device: device of the matcher; None picks CUDA when available.
+        progress: show a tqdm progress bar.
+    """
+
+    def __init__(
+        self,
+        collector: Collector | None = None,
+        batch_size: int = 128,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.collector = collector if collector is not None else CollectCounts()
+        self.batch_size = batch_size
+        self.device = default_device(device)
+        self.progress = progress
+
+    def prepare(self, query: Any, database: Any, pairs: torch.Tensor) -> Any:
+        """Per-image work shared by all pairs; the result is passed to :meth:`match`."""
+        raise NotImplementedError
+
+    def match(self, prepared: Any, pairs: torch.Tensor) -> PairMatches:
+        """Matches of one batch of pairs ``(B, 2)``."""
+        raise NotImplementedError
+
+    def _score(self, query: Any, database: Any, pairs: Any) -> dict[Hashable, torch.Tensor]:
+        pairs = check_pairs(pairs, len(query), len(database))
+        if not len(pairs):
+            empty = torch.empty(0, 2)
+            return self.collector(
+                PairMatches.from_flat(torch.empty(0, dtype=torch.long), empty[:, 0], empty, empty, 0)
+            )
+        prepared = self.prepare(query, database, pairs)
+        scores: dict[Hashable, list[torch.Tensor]] = {}
+        with torch.inference_mode():
+            chunks = pairs.split(self.batch_size)
+            for chunk in tqdm(chunks, desc=type(self).__name__, disable=not self.progress, leave=False):
+                for name, value in self.collector(self.match(prepared, chunk)).items():
+                    scores.setdefault(name, []).append(value.float().cpu())
+        return {name: torch.cat(values) for name, values in scores.items()}
+
+    def score_pairs(self, query: Any, database: Any, pairs: Any) -> Scores:
+        """Scores of the given pairs only: ``(P,)`` per collector output (a dict when there are several)."""
+        return _unwrap(self._score(query, database, pairs))
+
+    def __call__(self, query: Any, database: Any, pairs: Any | None = None) -> Scores:
+        """``(Q, G)`` float32 scores per collector output; with ``pairs``, the entries not scored are NaN."""
+        num_query, num_database = len(query), len(database)
+        if pairs is None:
+            pairs = torch.cartesian_prod(torch.arange(num_query), torch.arange(num_database)).view(-1, 2)
+        pairs = check_pairs(pairs, num_query, num_database)
+        grids = {}
+        for name, values in self._score(query, database, pairs).items():
+            grid = torch.full((num_query, num_database), torch.nan)
+            grid[pairs[:, 0], pairs[:, 1]] = values
+            grids[name] = grid
+        return _unwrap(grids)

@@ -1,0 +1,75 @@
+"""``train.py`` end to end in subprocesses: fit, validate, test and predict on tiny data with a local-dir model."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import timm
+import torch
+from timm.models import save_for_hf
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
+    save_for_hf(model, folder / "tiny_model", safe_serialization=True)
+    return folder
+
+
+def run_cli(workdir: Path, *args: str) -> str:
+    command = [
+        sys.executable, str(REPO / "train.py"), *args, "--config", str(REPO / "configs" / "demo.yaml"),
+        "--model.backbone", f"local-dir:{workdir / 'tiny_model'}", "--model.pretrained", "true",
+        "--data.root", str(workdir / "data"), "--data.synthetic", "true", "--data.synthetic_individuals", "6",
+        "--data.synthetic_images_per_individual", "8", "--data.synthetic_image_size", "32",
+        "--data.image_size", "32", "--data.batch_size", "8", "--trainer.max_epochs", "2",
+        "--trainer.enable_progress_bar", "false",
+    ]
+    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def results_of(stdout: str) -> dict:
+    path = Path(stdout.strip().splitlines()[-1].removeprefix("results written to "))
+    return json.loads(path.read_text())
+
+
+def test_fit_validate_test_predict(workdir):
+    run_cli(workdir, "fit")
+    checkpoint = workdir / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    # the best checkpoint by val/mAP is named without Lightning's "val/" prefix (auto_insert_metric_name=False)
+    assert any(re.fullmatch(r"epoch00[01]-mAP0\.\d{4}\.ckpt", p.name) for p in (workdir / "checkpoints").iterdir())
+
+    # validating the last checkpoint reproduces the last epoch's validation metrics logged during fit
+    validated = results_of(run_cli(workdir, "validate", "--ckpt_path", str(checkpoint)))
+    assert validated["stage"] == "validate"
+    logged = pd.read_csv(sorted((workdir / "logs" / "lightning_logs").glob("version_0/metrics.csv"))[0])
+    last_epoch = logged.dropna(subset=["val/mAP"]).iloc[-1]
+    for name in ("val/top1", "val/top5", "val/mAP", "val/maxF1"):
+        assert validated["metrics"][name] == pytest.approx(last_epoch[name], abs=1e-6), name
+
+    tested = results_of(run_cli(workdir, "test", "--ckpt_path", str(checkpoint)))
+    assert tested["ckpt_path"] == str(checkpoint)
+    assert {"test/top1", "test/top5", "test/mAP", "test/maxF1", "test/num_queries"} <= set(tested["metrics"])
+    assert 0.0 <= tested["metrics"]["test/top1"] <= tested["metrics"]["test/top5"] <= 1.0
+
+    out = run_cli(workdir, "predict", "--ckpt_path", str(checkpoint))
+    saved = torch.load(out.strip().splitlines()[-1].removeprefix("embeddings written to "))
+    assert saved["embedding"].shape[0] == len(saved["image_id"]) == tested["metrics"]["test/num_queries"]
+
+
+def test_print_config_shows_checkpoint_defaults(workdir):
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config",
+                           str(REPO / "configs" / "demo.yaml"), "--print_config"],
+                          cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "monitor: val/mAP" in done.stdout and "dirpath: checkpoints" in done.stdout

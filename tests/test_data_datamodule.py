@@ -1,0 +1,196 @@
+"""ReIDDataModule: split wiring, label coding and batch structure of every loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reid_lightning.data import ReIDDataModule, m_per_class_sampler, make_synthetic_individuals
+
+SYNTHETIC = {"synthetic_individuals": 6, "synthetic_images_per_individual": 5, "synthetic_image_size": 32}
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_individuals(root, num_individuals=6, images_per_individual=5, image_size=32)
+    return root
+
+
+def make_module(root: Path, **kwargs) -> ReIDDataModule:
+    defaults = {"root": str(root), "synthetic": True, "image_size": 24, "batch_size": 4, "val_ratio": 0.2}
+    module = ReIDDataModule(**{**defaults, **SYNTHETIC, **kwargs})
+    module.prepare_data()
+    module.setup("fit")
+    return module
+
+
+def collect(loader) -> dict[str, torch.Tensor]:
+    batches = list(loader)
+    return {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]}
+
+
+def test_train_batches_carry_contiguous_class_index(synthetic_root):
+    module = make_module(synthetic_root, image_size=None)
+    module.set_data_config(size=(20, 28), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    loader = module.train_dataloader()
+    batch = next(iter(loader))
+    assert set(batch) == {"image", "label"}
+    assert batch["image"].shape == (4, 3, 20, 28) and batch["image"].dtype == torch.float32
+    assert batch["label"].dtype == torch.long
+    train = module.dataset("train")
+    assert module.num_classes == train.metadata["identity"].nunique() == 6
+    assert module.class_names == sorted(train.metadata["identity"].unique())
+    samples = loader.dataset  # the label of every row is the class index of its identity
+    assert [module.class_names[samples[i]["label"]] for i in range(len(samples))] == list(train.labels_string)
+    assert len(loader) == len(samples) // 4  # incomplete last batch dropped
+
+
+def test_image_size_argument_overrides_backbone_config(synthetic_root):
+    module = make_module(synthetic_root, image_size=16)
+    module.set_data_config(size=(20, 28), mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1))
+    assert module.data_config == {"size": 16, "mean": (0.1, 0.2, 0.3), "std": (0.3, 0.2, 0.1)}
+    assert next(iter(module.train_dataloader()))["image"].shape[-2:] == (16, 16)
+
+
+def test_database_protocol_query_and_gallery_loaders(synthetic_root):
+    module = make_module(synthetic_root, protocol="database", eval_batch_size=3)
+    for stage, loaders in (("val", module.val_dataloader()), ("test", module.test_dataloader())):
+        assert len(loaders) == 2
+        query, gallery = (collect(loader) for loader in loaders)
+        assert set(query) == {"image", "label", "index"}
+        expected = [module.dataset(stage), module.dataset("train")]
+        for batch, dataset in zip((query, gallery), expected, strict=True):
+            assert batch["image"].shape == (len(dataset), 3, 24, 24)
+            assert batch["index"].tolist() == list(range(len(dataset)))  # in order, no shuffling
+            names = [module.identity_names[code] for code in batch["label"].tolist()]
+            assert names == list(dataset.labels_string)
+        assert set(query["label"].tolist()) <= set(gallery["label"].tolist())  # closed split
+    assert len(collect(module.gallery_dataloader())["label"]) == len(module.dataset("train"))
+    predict = collect(module.predict_dataloader())
+    assert predict["index"].tolist() == list(range(len(module.dataset("test"))))
+
+
+def test_leave_one_out_protocol_has_only_query_loaders(synthetic_root):
+    module = make_module(synthetic_root, protocol="leave_one_out", split="disjoint")
+    loaders = module.test_dataloader()
+    assert len(loaders) == 1
+    test = collect(loaders[0])
+    assert len(test["label"]) == len(module.dataset("test"))
+    assert not set(test["label"].tolist()) & set(module.class_codes.tolist())  # disjoint identities
+    assert [len(d) for d in module.eval_datasets("test")] == [len(module.dataset("test"))]
+
+
+def test_unknown_animals_never_train_and_never_match(synthetic_root):
+    metadata = pd.read_csv(synthetic_root / "metadata.csv")
+    metadata.loc[metadata["identity"] == "ind_005", "identity"] = "unknown"
+    original = metadata.copy()
+    module = make_module(synthetic_root, synthetic=False, metadata=metadata, test_ratio=0.3, val_ratio=0.0)
+    pd.testing.assert_frame_equal(metadata, original)
+    assert module.num_classes == 5 and "unknown" not in module.class_names
+    train_labels = collect(module.train_dataloader())["label"].tolist()
+    assert "unknown" not in {module.class_names[label] for label in train_labels}
+    assert module.val_dataloader() == []
+    query = collect(module.test_dataloader()[0])
+    unknown_codes = query["label"][query["label"] < 0].tolist()
+    assert len(unknown_codes) == 5 and len(set(unknown_codes)) == 5  # unique negatives: never a positive
+    assert all(module.identity_names[code] == "unknown" for code in unknown_codes)
+    num_test = len(module.dataset("test"))
+    assert f"test (database): {num_test} queries, 5 without their identity in the gallery" in module.summary()
+
+
+def test_summary_counts_and_unmatched_queries(synthetic_root):
+    module = make_module(synthetic_root, split="open", open_ratio=0.34, val_ratio=0.0)
+    test = module.dataset("test")
+    absent = int((~np.isin(test.labels, module.class_codes)).sum())
+    assert absent == 10  # round(6 * 0.34) = 2 open identities, 5 images each
+    lines = module.summary().splitlines()
+    assert lines[1].split() == ["train", str(len(module.dataset("train"))), "4", "0"]
+    assert lines[3].split()[:2] == ["test", str(len(test))]
+    assert f"{len(test)} queries, {absent} without their identity" in lines[5]
+
+
+def test_m_per_class_batches(synthetic_root):
+    module = make_module(synthetic_root, m_per_class=2, batch_size=6, test_ratio=0.2, val_ratio=0.0)
+    batches = list(module.train_dataloader())
+    assert len(batches) == len(module.dataset("train")) // 6
+    for batch in batches:
+        _, counts = torch.unique(batch["label"], return_counts=True)
+        assert counts.tolist() == [2, 2, 2]
+
+
+def test_metadata_csv_without_root_reads_paths_next_to_it(synthetic_root):
+    module = ReIDDataModule(metadata=str(synthetic_root / "metadata.csv"), image_size=16)
+    module.setup()
+    assert module.root == str(synthetic_root.resolve())
+    assert len(module.dataset("train")) + len(module.dataset("val")) + len(module.dataset("test")) == 30
+
+
+def test_default_synthetic_cache_location(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module = ReIDDataModule(image_size=16, **SYNTHETIC)
+    assert module.synthetic
+    module.prepare_data()
+    assert (tmp_path / ".cache/reid_lightning/synthetic/metadata.csv").is_file()
+
+
+def test_clear_errors(synthetic_root, tmp_path):
+    with pytest.raises(ValueError, match="protocol='gallery'"):
+        ReIDDataModule(protocol="gallery")
+    with pytest.raises(ValueError, match="unknown split strategy 'random'"):
+        ReIDDataModule(split="random")
+    with pytest.raises(ValueError, match="multiple of m_per_class=3"):
+        ReIDDataModule(batch_size=8, m_per_class=3)
+    with pytest.raises(RuntimeError, match="call setup"):
+        _ = ReIDDataModule(root=str(synthetic_root)).num_classes
+    with pytest.raises(FileNotFoundError, match="synthetic=True"):
+        ReIDDataModule(root=str(tmp_path)).setup()
+
+
+class TinyModel(L.LightningModule):
+    """Consumes the batches the way a re-identification module does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 8)
+        self.seen: dict[int, int] = {}
+
+    def setup(self, stage: str) -> None:
+        self.trainer.datamodule.set_data_config(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self.layer(batch["image"].mean((2, 3))), batch["label"] % 8)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        assert batch["image"].shape[-2:] == (16, 16)
+        self.seen[dataloader_idx] = self.seen.get(dataloader_idx, 0) + len(batch["index"])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_trainer_runs_the_loaders(synthetic_root):
+    data = ReIDDataModule(root=str(synthetic_root), synthetic=True, batch_size=4, val_ratio=0.2, **SYNTHETIC)
+    model = TinyModel()
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(model, datamodule=data)
+    assert model.seen == {0: len(data.dataset("val")), 1: len(data.dataset("train"))}
+
+
+def test_m_per_class_sampler_argument_errors():
+    labels = np.repeat(np.arange(3), 4)
+    with pytest.raises(ValueError, match="multiple of m_per_class=4"):
+        m_per_class_sampler(labels, m=4, batch_size=6)
+    with pytest.raises(ValueError, match="m_per_class=2 x 3 training identities < batch_size=8"):
+        m_per_class_sampler(labels, m=2, batch_size=8)
+    sampler = m_per_class_sampler(labels, m=2, batch_size=6)
+    assert len(sampler) == 12  # one epoch = one pass over the training images
+    indices = np.array(list(sampler)).reshape(-1, 6)
+    for batch in indices:
+        assert sorted(np.bincount(labels[batch], minlength=3).tolist()) == [2, 2, 2]
