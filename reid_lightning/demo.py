@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     args, extra = parser.parse_known_args(argv)
     common = ["--config", args.config, *extra]
+    sys.argv = sys.argv[:1]  # the arguments reach each LightningCLI run through `args` only
 
     start = time.perf_counter()
     untrained = _test_metrics(common)

@@ -73,3 +73,9 @@ def test_transformers_style_output_uses_pooler_output():
     images = torch.rand(3, 3, 16, 16)
     features = DeepFeatures(model, progress=False)(Items(images, True))
     assert torch.allclose(features, model.eval().inner(images), atol=1e-6)
+
+
+def test_images_of_different_sizes_are_a_clear_error():
+    images = [torch.rand(3, 16, 16), torch.rand(3, 16, 20)]
+    with pytest.raises(ValueError, match="differ in shape"):
+        DeepFeatures(make_model(), batch_size=2, progress=False)(images)

@@ -63,6 +63,9 @@ def test_oracle_reranking_reaches_shortlist_recall(tmp_path, protocol):
     calibrator = Calibration.load(tmp_path / "calibration" / index["calibrators"]["oracle"])
     low, high = calibrator.predict([0.0, 1.0])
     assert 0.0 <= low < high <= 1.0
+    # held-out calibration quality: the oracle is perfectly separable, so its calibrated ECE is small
+    assert metrics["test/reranked/ece/oracle"].item() < 0.2
+    assert (tmp_path / "calibration" / "reliability_oracle.png").stat().st_size > 1000
 
 
 def test_calibration_pairs_are_never_self_pairs(tmp_path):

@@ -13,7 +13,12 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from ..retrieval import RetrievalResults
-from ..similarity.calibration import Calibration, IsotonicCalibration, LogisticCalibration
+from ..similarity.calibration import (
+    Calibration,
+    IsotonicCalibration,
+    LogisticCalibration,
+    reliability_diagram,
+)
 from .pair_scorer import PairScorer
 
 GLOBAL_SCORE = "global"
@@ -26,7 +31,9 @@ class LocalFeatureReranking(Callback):
     on shortlist pairs of the validation queries (never a self-pair, never a test image). At test time the
     shortlist pairs are scored by every :class:`PairScorer`, calibrated, fused (weighted mean of the available
     calibrated probabilities) and re-sorted above the untouched tail. Metrics before and after are logged as
-    ``test/...`` and ``test/reranked/...``; the fitted calibrators are saved next to the run's logs.
+    ``test/...`` and ``test/reranked/...``; the fitted calibrators are saved next to the run's logs, with one
+    reliability diagram per score type drawn on the test shortlist (its ECE is logged as
+    ``test/reranked/ece/<score>``).
     """
 
     def __init__(self, scorers: list[PairScorer], shortlist: int = 20,
@@ -86,14 +93,19 @@ class LocalFeatureReranking(Callback):
             calibrator.fit(values[scored].double().numpy(), hits[scored].numpy())
             self.calibrators[name] = calibrator
 
-    def fuse(self, scores: dict[str, Tensor]) -> Tensor:
-        """Weighted mean of the calibrated probabilities available for each pair, ``(Q, B)`` (NaN: none)."""
+    def calibrate(self, scores: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Calibrated probabilities of every score type, ``(Q, B)`` float64 each (NaN stays NaN)."""
         missing = sorted(set(scores) - set(self.calibrators))
         if missing:
             raise RuntimeError(f"no calibrator fitted for {missing}; the reranking calibration did not run")
+        return {name: torch.as_tensor(self.calibrators[name].predict(values.double().numpy()))
+                for name, values in scores.items()}
+
+    def fuse(self, scores: dict[str, Tensor], *, calibrated: bool = False) -> Tensor:
+        """Weighted mean of the calibrated probabilities available for each pair, ``(Q, B)`` (NaN: none)."""
+        probabilities = scores if calibrated else self.calibrate(scores)
         total = weight_sum = None
-        for name, values in scores.items():
-            probability = torch.as_tensor(self.calibrators[name].predict(values.double().numpy()))
+        for name, probability in probabilities.items():
             weight = float(self.weights.get(name, 1.0))
             available = ~torch.isnan(probability)
             term = torch.where(available, probability * weight, 0.0)
@@ -105,6 +117,28 @@ class LocalFeatureReranking(Callback):
     def rerank(self, results: RetrievalResults, query_dataset, gallery_dataset) -> RetrievalResults:
         """Results with each query's shortlist re-sorted by fused calibrated scores."""
         return results.rerank(self.fuse(self.pair_scores(results, query_dataset, gallery_dataset)))
+
+    def calibration_report(self, probabilities: dict[str, Tensor], hits: Tensor, folder: Path | None) -> dict:
+        """Expected calibration error of every calibrated score type on held-out pairs; with ``folder``, one
+        reliability diagram per type is saved there as PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        errors = {}
+        for name, probability in probabilities.items():
+            scored = ~torch.isnan(probability)
+            if not scored.any():
+                continue
+            figure, ax = plt.subplots(figsize=(4, 4))
+            errors[name] = reliability_diagram(probability[scored].numpy(), hits[scored].numpy(), ax=ax,
+                                               title=name)
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                figure.savefig(folder / f"reliability_{_file_name(name)}.png", dpi=100, bbox_inches="tight")
+            plt.close(figure)
+        return errors
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -140,23 +174,37 @@ class LocalFeatureReranking(Callback):
         datasets = trainer.datamodule.eval_datasets("test")
         query_dataset, gallery_dataset = datasets[0], datasets[-1]
         start = time.perf_counter()
-        reranked = self.rerank(results, query_dataset, gallery_dataset)
+        probabilities = self.calibrate(self.pair_scores(results, query_dataset, gallery_dataset))
+        reranked = results.rerank(self.fuse(probabilities, calibrated=True))
         seconds = time.perf_counter() - start
         for name, value in reranked.metrics(top_k=tuple(pl_module.hparams.top_k)).items():
             pl_module.log(f"test/reranked/{name}", float(value), sync_dist=False)
         pl_module.log("test/reranked/seconds", seconds, sync_dist=False)
+        # calibration quality on the test shortlist, which the calibrators never saw
+        shortlist = next(iter(probabilities.values())).shape[1]
+        hits = (results.candidate_labels[:, :shortlist] == results.query_labels[:, None]).cpu()
+        folder = self._folder(trainer) if trainer.is_global_zero else None
+        for name, error in self.calibration_report(probabilities, hits, folder).items():
+            pl_module.log(f"test/reranked/ece/{name}", error, sync_dist=False)
+
+    def _folder(self, trainer: L.Trainer) -> Path:
+        return Path(self.save_dir or Path(trainer.log_dir or trainer.default_root_dir) / "calibration")
 
     def _save(self, trainer: L.Trainer) -> None:
         if not trainer.is_global_zero:
             return
-        folder = Path(self.save_dir or Path(trainer.log_dir or trainer.default_root_dir) / "calibration")
+        folder = self._folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         index = {}
         for name, calibrator in self.calibrators.items():
-            filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) + ".json"
+            filename = _file_name(name) + ".json"
             calibrator.save(folder / filename)
             index[name] = filename
         (folder / "index.json").write_text(json.dumps({"weights": self.weights, "calibrators": index}, indent=2))
+
+
+def _file_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _select_queries(results: RetrievalResults, keep: Tensor) -> RetrievalResults:

@@ -58,7 +58,9 @@ def _images_only(batch: list[Any]) -> torch.Tensor:
     images = [item[0] if isinstance(item, (tuple, list)) else item for item in batch]
     shapes = {tuple(image.shape) for image in images if isinstance(image, torch.Tensor)}
     if len(shapes) > 1:
-        raise ValueError(f"Images of one batch differ in shape {sorted(shapes)}; resize them in the transform.")
+        raise ValueError(
+            f"Images of one batch differ in shape {sorted(shapes)}; resize them in the transform."
+        )
     return default_collate(images)
 
 

@@ -126,7 +126,9 @@ class LocalFeatureExtractor:
         """Features of every image of ``dataset``: :class:`LocalFeatures` with ``N = len(dataset)``."""
         cache = FeatureCache(self.cache_dir, self.config_key) if self.cache_dir is not None else None
         rows: list[dict[str, torch.Tensor]] = []
-        batches = iterate_images(dataset, self.batch_size, self.num_workers, type(self).__name__, self.progress)
+        batches = iterate_images(
+            dataset, self.batch_size, self.num_workers, type(self).__name__, self.progress
+        )
         for start, images in batches:
             for offset, image in enumerate(images):
                 check_unit_range(image, start + offset)

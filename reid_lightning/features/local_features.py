@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LocalFeatures:
     """Keypoints and descriptors of ``N`` images, padded to ``K`` keypoints each.
 
@@ -51,6 +51,13 @@ class LocalFeatures:
             raise ValueError(
                 "LocalFeatures.mask must list the detected keypoints first and the padding last."
             )
+
+    def __repr__(self) -> str:
+        n, k, dim = self.descriptors.shape
+        return (
+            f"LocalFeatures(images={n}, max_keypoints={k}, descriptor_dim={dim}, "
+            f"mean_keypoints={self.mask.float().sum(1).mean():.1f}, config_key={self.config_key!r})"
+        )
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return {

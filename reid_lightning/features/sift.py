@@ -74,8 +74,10 @@ class SiftExtractor(LocalFeatureExtractor):
 
     def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         lafs, responses, descriptors = self.model(images)
+        # kornia fills the slots best-first; the unfilled ones, at the end, share a dummy frame
         mask = laf_is_filled(lafs)
-        # LAF frames are 6 sigma wide and their angle runs the other way from COLMAP's keypoint angle.
+        # COLMAP keypoints, as LightGlue's SIFT weights take them: the scale is sigma (a LAF spans 6 sigma)
+        # and the angle is the negated LAF orientation, in (-pi, pi]
         orientations = -torch.deg2rad(get_laf_orientation(lafs)[..., 0])
         orientations = torch.where(orientations <= -math.pi, orientations + 2 * math.pi, orientations)
         rows = {
@@ -85,8 +87,8 @@ class SiftExtractor(LocalFeatureExtractor):
             "scales": get_laf_scale(lafs)[..., 0, 0] / 6.0,
             "orientations": orientations,
         }
-        # kornia fills the slots best-first and leaves the unfilled ones at the end, holding a shared dummy
-        # frame.
+        padding = ~mask
         return {
-            name: value * mask.view(*mask.shape, *[1] * (value.ndim - 2)) for name, value in rows.items()
+            name: value.masked_fill(padding.view(*mask.shape, *[1] * (value.ndim - 2)), 0.0)
+            for name, value in rows.items()
         } | {"mask": mask}

@@ -9,12 +9,28 @@ from .calibration import (
     reliability_diagram,
 )
 from .cosine import CosineSimilarity
+from .pairwise import (
+    CollectCounts,
+    CollectCountsRansac,
+    MatchDescriptors,
+    MatchLightGlue,
+    MatchLOFTR,
+    MatchPairs,
+    PairMatches,
+)
 
 __all__ = [
     "Calibration",
+    "CollectCounts",
+    "CollectCountsRansac",
     "CosineSimilarity",
     "IsotonicCalibration",
     "LogisticCalibration",
+    "MatchDescriptors",
+    "MatchLOFTR",
+    "MatchLightGlue",
+    "MatchPairs",
+    "PairMatches",
     "calibration_pairs",
     "pair_hits",
     "reliability_diagram",

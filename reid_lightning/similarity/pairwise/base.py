@@ -73,13 +73,10 @@ class MatchPairs:
         """Matches of one batch of pairs ``(B, 2)``."""
         raise NotImplementedError
 
-    def _score(self, query: Any, database: Any, pairs: Any) -> dict[Hashable, torch.Tensor]:
-        pairs = check_pairs(pairs, len(query), len(database))
+    def _score(self, query: Any, database: Any, pairs: torch.Tensor) -> dict[Hashable, torch.Tensor]:
+        """Scores of checked ``pairs``, one ``(P,)`` tensor per collector output."""
         if not len(pairs):
-            empty = torch.empty(0, 2)
-            return self.collector(
-                PairMatches.from_flat(torch.empty(0, dtype=torch.long), empty[:, 0], empty, empty, 0)
-            )
+            return self.collector(PairMatches.empty())
         prepared = self.prepare(query, database, pairs)
         scores: dict[Hashable, list[torch.Tensor]] = {}
         with torch.inference_mode():
@@ -91,7 +88,7 @@ class MatchPairs:
 
     def score_pairs(self, query: Any, database: Any, pairs: Any) -> Scores:
         """Scores of the given pairs only: ``(P,)`` per collector output (a dict when there are several)."""
-        return _unwrap(self._score(query, database, pairs))
+        return _unwrap(self._score(query, database, check_pairs(pairs, len(query), len(database))))
 
     def __call__(self, query: Any, database: Any, pairs: Any | None = None) -> Scores:
         """``(Q, G)`` float32 scores per collector output; with ``pairs``, the entries not scored are NaN."""

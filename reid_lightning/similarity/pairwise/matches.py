@@ -27,6 +27,12 @@ class PairMatches:
         return self.mask.shape[0]
 
     @classmethod
+    def empty(cls) -> PairMatches:
+        """Matches of zero pairs."""
+        points = torch.zeros(0, 0, 2)
+        return cls(torch.zeros(0, 0), points, points, torch.zeros(0, 0, dtype=torch.bool))
+
+    @classmethod
     def from_flat(
         cls,
         pair_index: torch.Tensor,
