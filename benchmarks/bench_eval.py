@@ -30,26 +30,31 @@ def make_problem(num_queries: int, num_gallery: int, num_ids: int, seed: int = 0
     return scores, gallery, query
 
 
-def run_method(method: str, scores, gallery, query) -> dict:
-    if method in ("ours", "ours+curves"):
-        from reid_lightning.eval import pr_metrics, top_k_accuracy
+def prepare_method(method: str):
+    """Import what ``method`` needs (outside the timed region) and return ``run(scores, gallery, query)``."""
+    if method in ("ours", "ours+curves", "recognite"):
+        if method == "recognite":
+            from recognite.eval import pr_metrics, top_k_accuracy
+        else:
+            from reid_lightning.eval import pr_metrics, top_k_accuracy
+        options = {"curves": method == "ours+curves"} if method != "recognite" else {}
 
-        result = pr_metrics(scores, gallery, query, curves=method == "ours+curves")
-        top1 = top_k_accuracy(scores, gallery, query, 1)
-        return {"mAP": result["mAP"].item(), "maxF1": result["maxF1"].mean().item(), "top1": top1.item()}
-    if method == "recognite":
-        from recognite.eval import pr_metrics, top_k_accuracy
+        def run(scores, gallery, query):
+            result = pr_metrics(scores, gallery, query, **options)
+            top1 = top_k_accuracy(scores, gallery, query, 1)
+            return {"mAP": result["mAP"].item(), "maxF1": result["maxF1"].mean().item(), "top1": top1.item()}
 
-        result = pr_metrics(scores, gallery, query)
-        top1 = top_k_accuracy(scores, gallery, query, 1)
-        return {"mAP": result["mAP"].item(), "maxF1": result["maxF1"].mean().item(), "top1": top1.item()}
+        return run
     if method == "torchmetrics":
         from torchmetrics.retrieval import RetrievalMAP
 
-        targets = query[:, None] == gallery[None, :]
-        indexes = torch.arange(len(query))[:, None].expand_as(scores)
-        metric = RetrievalMAP(empty_target_action="neg")
-        return {"mAP": metric(scores.flatten(), targets.flatten(), indexes=indexes.flatten()).item()}
+        def run(scores, gallery, query):
+            targets = query[:, None] == gallery[None, :]
+            indexes = torch.arange(len(query))[:, None].expand_as(scores)
+            metric = RetrievalMAP(empty_target_action="neg")
+            return {"mAP": metric(scores.flatten(), targets.flatten(), indexes=indexes.flatten()).item()}
+
+        return run
     raise ValueError(method)
 
 
@@ -57,9 +62,10 @@ def worker(method: str, size: str, num_ids: int, threads: int) -> None:
     torch.set_num_threads(threads)
     num_queries, num_gallery = map(int, size.split("x"))
     scores, gallery, query = make_problem(num_queries, num_gallery, num_ids)
+    run = prepare_method(method)
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    values = run_method(method, scores, gallery, query)
+    values = run(scores, gallery, query)
     seconds = time.perf_counter() - start
     extra_mib = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) / 1024
     matrix_mib = scores.numel() * 4 / 2**20

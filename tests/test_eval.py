@@ -289,3 +289,34 @@ def test_exclude_mask_equals_removing_the_item():
         alone = ev.query_stats(scores[i : i + 1, others], gallery[others], query[i : i + 1])
         for name in ("ap", "max_f1", "best_rank", "num_positives", "threshold_at_max_f1"):
             torch.testing.assert_close(getattr(stats, name)[i : i + 1], getattr(alone, name), msg=name)
+
+
+@pytest.mark.parametrize("case", ["ties", "infinite", "signed_zero", "constant", "float64", "integers"])
+def test_binned_counting_equals_plain_search(case):
+    from reid_lightning.eval.query_stats import _retrieved_by_search, retrieved_counts
+
+    g = torch.Generator().manual_seed(7)
+    scores = torch.rand(30, 500, generator=g)
+    if case == "ties":
+        scores = (scores * 5).round() / 5
+    elif case == "infinite":
+        scores[:, ::7] = float("-inf")
+        scores[::3, 1] = float("inf")
+    elif case == "signed_zero":
+        scores = torch.where(scores < 0.5, torch.tensor(-0.0), torch.tensor(0.0))
+    elif case == "constant":
+        scores = torch.full_like(scores, 0.25)
+    elif case == "float64":
+        scores = scores.double()
+    elif case == "integers":
+        scores = (scores * 20).long()
+    targets = torch.rand(30, 500, generator=g) < 0.05
+    targets[0] = False  # a query without positives
+    work = scores.double() if not scores.is_floating_point() else scores
+    npos = targets.sum(1)
+    positive_sorted = torch.where(targets, work, float("inf")).sort(dim=1).values[:, : int(npos.max())]
+    valid = torch.arange(positive_sorted.shape[1])[None, :] < npos[:, None]
+    expected = _retrieved_by_search(work, positive_sorted, valid)
+    torch.testing.assert_close(retrieved_counts(work, positive_sorted, valid), expected)
+    torch.testing.assert_close(retrieved_counts(work.float(), positive_sorted.float(), valid, num_bins=3),
+                               _retrieved_by_search(work.float(), positive_sorted.float(), valid))

@@ -78,7 +78,7 @@ def prepare(
     return scores, gallery, query
 
 
-def chunk_rows(num_rows: int, num_cols: int, elements_per_chunk: int = 2**21) -> list[slice]:
+def chunk_rows(num_rows: int, num_cols: int, elements_per_chunk: int = 2**19) -> list[slice]:
     """Row slices whose blocks hold about ``elements_per_chunk`` entries (at least one row each)."""
     rows = max(1, elements_per_chunk // max(num_cols, 1))
     return [slice(start, min(start + rows, num_rows)) for start in range(0, num_rows, rows)]

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .labels import LabelsLike, chunk_rows, prepare
-from .query_stats import QueryStats, query_stats
+from .query_stats import QueryStats, _query_stats
 
 
 def _chunk_curves(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -40,7 +40,7 @@ def _chunk_curves(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tens
 
 
 def pr_curves(
-    scores: Tensor, gallery_labels: LabelsLike, query_labels: LabelsLike, *, elements_per_chunk: int = 2**21
+    scores: Tensor, gallery_labels: LabelsLike, query_labels: LabelsLike, *, elements_per_chunk: int = 2**19
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """Per-query PR curves ``(precisions, recalls, thresholds)`` as lists of 1-D tensors.
 
@@ -73,7 +73,7 @@ def pr_metrics(
     *,
     curves: bool = True,
     ignore_queries_without_positives: bool = False,
-    elements_per_chunk: int = 2**21,
+    elements_per_chunk: int = 2**19,
 ) -> dict[str, list[Tensor] | Tensor]:
     """Computes the precision-recall curves and related metrics of every query over the whole gallery.
 
@@ -94,7 +94,7 @@ def pr_metrics(
         ``AP``, ``P@maxF1``, ``R@maxF1``, ``T@maxF1``, ``maxF1`` (``(Q,)`` tensors) and ``mAP`` (scalar).
     """
     scores, gallery, query = prepare(scores, gallery_labels, query_labels)
-    stats = query_stats(scores, gallery, query, elements_per_chunk=elements_per_chunk)
+    stats = _query_stats(scores, gallery, query, elements_per_chunk=elements_per_chunk)
     if ignore_queries_without_positives:
         kept = stats.has_positive
         stats = stats.select(kept)

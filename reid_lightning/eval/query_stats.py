@@ -1,8 +1,10 @@
 """Per-query retrieval statistics computed without sorting the gallery.
 
 Average precision, the PR point of maximum F1 and the rank of the best positive only depend on how many gallery
-items score at least as high as each positive. We sort the (few) positive scores of each query and bucket every
-gallery score among them with ``searchsorted``, which is O(G log P) per query instead of a full O(G log G) sort.
+items score at least as high as each positive. We sort the (few) positive scores of each query and count, for each
+of them, the gallery items at or above it: a histogram over coarse score bins gives the items in higher bins, and
+only the items sharing a bin with a positive are compared exactly. That is O(G) per query instead of a full
+O(G log G) sort.
 """
 
 from __future__ import annotations
@@ -70,12 +72,85 @@ def best_positive_rank(scores: Tensor, targets: Tensor, best_score: Tensor | Non
     return torch.where(targets.any(dim=1), rank, -1)
 
 
+
+
+def _monotone_keys(values: Tensor) -> Tensor:
+    """float32 -> int64 keys in [0, 2^32) with the same order (-0.0 and +0.0 equal)."""
+    bits = (values + 0.0).view(torch.int32).long()
+    return torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF) + 2**31
+
+
+def _retrieved_by_search(scores: Tensor, positive_sorted: Tensor, valid: Tensor) -> Tensor:
+    """Reference counting: bucket every item among the sorted positive scores, O(G log P) per query."""
+    num_queries, num_gallery = scores.shape
+    buckets = torch.searchsorted(positive_sorted, scores.contiguous(), right=True)
+    histogram = torch.zeros(num_queries, positive_sorted.shape[1] + 1, dtype=torch.int64, device=scores.device)
+    histogram.scatter_add_(1, buckets, torch.ones_like(buckets))
+    return torch.where(valid, num_gallery - histogram.cumsum(dim=1)[:, :-1], 0)
+
+
+def retrieved_counts(scores: Tensor, positive_sorted: Tensor, valid: Tensor, num_bins: int | None = None) -> Tensor:
+    """Number of gallery items scoring at least each positive score.
+
+    scores: (q, G); positive_sorted: (q, P) ascending positive scores (padded); valid: (q, P) bool -> (q, P) long.
+    ``num_bins`` defaults to about four items per bin (4096 to 32768 bins).
+    """
+    if num_bins is None:
+        num_bins = max(4096, min(scores.shape[1] // 4, 32768))
+    if scores.dtype != torch.float32:  # the exact in-bin comparison uses 32-bit keys
+        return _retrieved_by_search(scores, positive_sorted, valid)
+    num_queries, num_positive = positive_sorted.shape
+    device = scores.device
+    low, high = scores.amin(dim=1, keepdim=True), scores.amax(dim=1, keepdim=True)
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all()):  # bin edges from the finite scores only
+        finite = torch.isfinite(scores)
+        low = torch.where(finite, scores, float("inf")).amin(dim=1, keepdim=True)
+        high = torch.where(finite, scores, float("-inf")).amax(dim=1, keepdim=True)
+    scale = torch.where(high > low, num_bins / (high - low), 0.0)
+
+    def to_bins(values: Tensor) -> Tensor:
+        # weakly monotone in the score, so an item in a higher bin than a positive scores higher than it;
+        # after clamping to [0, num_bins - 1] the integer conversion is a floor
+        return ((values - low) * scale).nan_to_num_(0.0).clamp_(0, num_bins - 1).long()
+
+    bins = to_bins(scores)
+    histogram = torch.zeros(num_queries, num_bins + 2, dtype=torch.int64, device=device)
+    histogram.scatter_add_(1, bins, torch.ones((), dtype=torch.int64, device=device).expand_as(bins))
+    at_or_above_bin = histogram.flip(1).cumsum(dim=1).flip(1)
+    padding_bin = num_bins + 1
+    positive_bins = torch.where(valid, to_bins(positive_sorted), padding_bin)
+    in_higher_bins = at_or_above_bin.gather(1, (positive_bins + 1).clamp(max=padding_bin))
+
+    # items sharing a bin with a positive: count exactly which positives of that bin they reach
+    occupied = torch.zeros(num_queries, num_bins + 2, dtype=torch.bool, device=device)
+    occupied.scatter_(1, positive_bins, True)
+    occupied[:, padding_bin] = False
+    rows, columns = torch.nonzero(occupied.gather(1, bins), as_tuple=True)
+    row_offsets = torch.arange(num_queries, device=device)[:, None]
+    bin_keys = (positive_bins + row_offsets * (num_bins + 2)).flatten()
+    first = torch.searchsorted(bin_keys, rows * (num_bins + 2) + bins[rows, columns], right=False)
+    value_keys = torch.where(valid, _monotone_keys(positive_sorted), 2**32 - 1) + row_offsets * 2**32
+    past = torch.searchsorted(value_keys.flatten(), rows * 2**32 + _monotone_keys(scores[rows, columns]),
+                              right=True)
+    # the item reaches positives first..past-1 of its row: add 1 over that range (difference array)
+    reached = torch.zeros(num_queries * num_positive + 1, dtype=torch.int64, device=device)
+    reached.index_add_(0, first, torch.ones_like(first))
+    reached.index_add_(0, past, torch.full_like(past, -1))
+    in_same_bin = reached.cumsum(dim=0)[:-1].view(num_queries, num_positive)
+    return torch.where(valid, in_higher_bins + in_same_bin, 0)
+
+
 def _chunk_stats(scores: Tensor, targets: Tensor) -> QueryStats:
     """Statistics for one block of queries. scores: (q, G) float, targets: (q, G) bool."""
     num_queries, num_gallery = scores.shape
     num_positives = targets.sum(dim=1)
     max_positives = int(num_positives.max()) if num_queries else 0
-    work = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        work = scores.float()
+    elif not scores.is_floating_point():  # e.g. match counts: exact in float64
+        work = scores.double()
+    else:
+        work = scores
     inf = torch.tensor(float("inf"), dtype=work.dtype, device=work.device)
 
     if max_positives == 0:
@@ -84,15 +159,10 @@ def _chunk_stats(scores: Tensor, targets: Tensor) -> QueryStats:
         # ascending positive scores, padded with +inf at the end of each row
         positive_sorted = torch.topk(torch.where(targets, work, inf), max_positives, dim=1, largest=False,
                                      sorted=True).values
-    padded = positive_sorted.shape[1]
-    # bucket b = number of positive scores <= s, so an item counts towards thresholds positive_sorted[:b]
-    buckets = torch.searchsorted(positive_sorted, work.contiguous(), right=True)
-    histogram = torch.zeros(num_queries, padded + 1, dtype=torch.int64, device=work.device)
-    histogram.scatter_add_(1, buckets, torch.ones_like(buckets))
-    retrieved = num_gallery - histogram.cumsum(dim=1)[:, :padded]  # items scoring >= each positive
+    valid = torch.arange(positive_sorted.shape[1], device=work.device)[None, :] < num_positives[:, None]
+    retrieved = retrieved_counts(work, positive_sorted, valid)  # items scoring >= each positive
     positives_below = torch.searchsorted(positive_sorted, positive_sorted, right=False)
     true_positives = (num_positives[:, None] - positives_below).double()
-    valid = torch.arange(padded, device=work.device)[None, :] < num_positives[:, None]
 
     precision = torch.where(valid, true_positives / retrieved.clamp(min=1).double(), 0.0)
     recall = torch.where(valid, true_positives / num_positives.clamp(min=1)[:, None].double(), 0.0)
@@ -125,7 +195,7 @@ def query_stats(
     query_labels: LabelsLike,
     *,
     exclude: Tensor | None = None,
-    elements_per_chunk: int = 2**21,
+    elements_per_chunk: int = 2**19,
 ) -> QueryStats:
     """AP, max-F1 point and best-positive rank of every query, processed in query chunks.
 
@@ -138,6 +208,12 @@ def query_stats(
         elements_per_chunk: about how many score entries are processed at once (bounds extra memory).
     """
     scores, gallery, query = prepare(scores, gallery_labels, query_labels)
+    return _query_stats(scores, gallery, query, exclude=exclude, elements_per_chunk=elements_per_chunk)
+
+
+def _query_stats(scores: Tensor, gallery: Tensor, query: Tensor, *, exclude: Tensor | None = None,
+                 elements_per_chunk: int = 2**19) -> QueryStats:
+    """:func:`query_stats` on inputs already checked by ``prepare``."""
     if exclude is not None and exclude.shape != scores.shape:
         raise ValueError(f"exclude must have the shape of scores {tuple(scores.shape)}, got {tuple(exclude.shape)}")
     parts = []
