@@ -135,6 +135,8 @@ def kornia_counts(
             inputs |= {"scales": features.scales[:, :n], "oris": features.orientations[:, :n]}
         return inputs
 
+    device = next(model.parameters()).device
+    query, database = query.to(device), database.to(device)
     counts = torch.zeros(len(query), len(database))
     with torch.inference_mode():
         for i in range(len(query)):
