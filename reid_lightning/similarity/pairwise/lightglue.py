@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from kornia.feature import LightGlue
 from kornia.feature.lightglue import normalize_keypoints
 
+from ...features.extractor import default_device
 from ...features.local_features import LocalFeatures
 from ...features.weights import load_state_dict_checked, load_weights, rename_lightglue_keys
 from .base import MatchPairs
@@ -78,7 +79,8 @@ class MatchLightGlue(MatchPairs):
     Args:
         features: ``"aliked"``, ``"disk"``, ``"sift"`` or ``"superpoint"``; must match the extractor.
         collector: turns matches into scores; defaults to ``CollectCounts(thresholds=(0.5,))``.
-        batch_size: pairs per forward pass.
+        batch_size: pairs per forward pass; None: 128 on CUDA, 8 on CPU (where LightGlue is compute-bound and
+            large batches only run slower: about 85 ms per pair at 8, 130 ms at 128, 2 cores, 256 keypoints).
         device: device of the matcher; None picks CUDA when available.
         weights: explicit LightGlue checkpoint; None resolves ``<features>_lightglue`` (see
             ``features.weights``).
@@ -91,13 +93,15 @@ class MatchLightGlue(MatchPairs):
         self,
         features: str = "aliked",
         collector: Collector | None = None,
-        batch_size: int = 128,
+        batch_size: int | None = None,
         device: str | torch.device | None = None,
         weights: str | os.PathLike | None = None,
         weights_dir: str | os.PathLike | None = None,
         init_threshold: float = 0.1,
         progress: bool = True,
     ) -> None:
+        if batch_size is None:
+            batch_size = 128 if default_device(device).type == "cuda" else 8
         super().__init__(collector, batch_size, device, progress)
         if features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {features!r}.")
