@@ -143,6 +143,9 @@ class LocalFeatureReranking(Callback):
     # ------------------------------------------------------------------ Lightning hooks
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
+        if not hasattr(datamodule, "eval_datasets"):
+            raise TypeError("LocalFeatureReranking needs the images behind the test loaders: run the test with a "
+                            "ReIDDataModule (trainer.test(model, datamodule=...) or train.py)")
         datasets, loaders = datamodule.eval_datasets("val"), datamodule.val_dataloader()
         if not loaders:
             raise ValueError("LocalFeatureReranking fits its calibration on validation images, but the "
