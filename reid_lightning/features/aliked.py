@@ -21,7 +21,7 @@ class AlikedExtractor(LocalFeatureExtractor):
         detection_threshold: 0 keeps the ``max_num_keypoints`` strongest maxima; a positive value keeps maxima
             above it.
         nms_radius: non-maximum suppression radius in pixels.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
         num_workers: DataLoader workers reading the dataset.
         device: device of the network; None picks CUDA when available.
         weights: explicit checkpoint file; None resolves ``model_name`` (see
@@ -41,7 +41,7 @@ class AlikedExtractor(LocalFeatureExtractor):
         max_num_keypoints: int = 256,
         detection_threshold: float = 0.0,
         nms_radius: int = 2,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         num_workers: int = 0,
         device: str | torch.device | None = None,
         weights: str | os.PathLike | None = None,

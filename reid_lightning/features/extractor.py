@@ -52,7 +52,7 @@ class LocalFeatureExtractor:
 
     Args:
         max_num_keypoints: keypoint budget ``K`` per image; images with fewer keypoints are padded and masked.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
         num_workers: DataLoader workers reading the dataset.
         device: device of the network; None picks CUDA when available.
         cache_dir: folder of a disk cache keyed by image content and :attr:`config_key`; None disables it.
@@ -65,7 +65,7 @@ class LocalFeatureExtractor:
     def __init__(
         self,
         max_num_keypoints: int = 256,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         num_workers: int = 0,
         device: str | torch.device | None = None,
         cache_dir: str | os.PathLike | None = None,
@@ -73,12 +73,14 @@ class LocalFeatureExtractor:
     ) -> None:
         if max_num_keypoints < 1:
             raise ValueError(f"max_num_keypoints must be positive, got {max_num_keypoints}.")
+        self.device = default_device(device)
+        if batch_size is None:
+            batch_size = 16 if self.device.type == "cuda" else 4
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.max_num_keypoints = max_num_keypoints
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.device = default_device(device)
         self.cache_dir = cache_dir
         self.progress = progress
         self.weights_fingerprint = "none"

@@ -29,7 +29,7 @@ class SiftExtractor(LocalFeatureExtractor):
         upright: skip orientation estimation (all orientations 0).
         rootsift: RootSIFT (Hellinger-normalised) descriptors instead of plain SIFT.
         descriptor_backend: kornia's ``"pyramid"`` (fast) or ``"patch"`` descriptor implementation.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
         num_workers: DataLoader workers reading the dataset.
         device: device of the computation; None picks CUDA when available.
         cache_dir: disk cache of extracted features keyed by image content and configuration; None disables
@@ -46,7 +46,7 @@ class SiftExtractor(LocalFeatureExtractor):
         upright: bool = False,
         rootsift: bool = True,
         descriptor_backend: str = "pyramid",
-        batch_size: int = 16,
+        batch_size: int | None = None,
         num_workers: int = 0,
         device: str | torch.device | None = None,
         cache_dir: str | os.PathLike | None = None,

@@ -79,7 +79,7 @@ class SuperPointExtractor(LocalFeatureExtractor):
         detection_threshold: heatmap probability a keypoint must exceed.
         nms_radius: non-maximum suppression radius in pixels.
         remove_borders: keypoints closer than this to the image border are dropped.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
         num_workers: DataLoader workers reading the dataset.
         device: device of the network; None picks CUDA when available.
         weights: explicit checkpoint in the official format (``conv1a.weight`` ... ``convDb.bias``).
@@ -98,7 +98,7 @@ class SuperPointExtractor(LocalFeatureExtractor):
         detection_threshold: float = 0.0,
         nms_radius: int = 4,
         remove_borders: int = 4,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         num_workers: int = 0,
         device: str | torch.device | None = None,
         weights: str | os.PathLike | None = None,
