@@ -9,7 +9,7 @@ give the same match counts (on CUDA up to a few borderline matches).
 Zero-shot top-1 (score: the number of matches above 0.5 confidence): zebra, original query/gallery split
 restricted to a random subset of identities; dogfaces, leave-one-out over a random subset of identities.
 
-    python benchmarks/bench_rerank.py                     # CPU: ~4 min on 2 idle cores, longer if shared
+    python benchmarks/bench_rerank.py                     # CPU: ~5 min on 2 idle cores, longer if shared
     python benchmarks/bench_rerank.py --device cuda --zebra-ids 35 --dog-ids 100
 """
 
@@ -220,9 +220,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--queries", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--candidates", type=int, default=20)
-    parser.add_argument("--pool", type=int, default=40)
+    parser.add_argument("--pool", type=int, default=60)
     parser.add_argument("--zebra-ids", type=int, default=4)
     parser.add_argument("--zebra-queries-per-id", type=int, default=2)
     parser.add_argument("--dog-ids", type=int, default=4)
