@@ -18,3 +18,16 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class Items(torch.utils.data.Dataset):
+    """A dataset of (image, label) items, as the seed's datasets yield."""
+
+    def __init__(self, images: list) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.images[index], index

@@ -5,7 +5,7 @@ from __future__ import annotations
 import kornia
 import pytest
 import torch
-from helpers import needs_shipped, single_thread  # noqa: F401 (autouse fixture)
+from helpers import Items, needs_shipped, single_thread  # noqa: F401 (autouse fixture)
 from PIL import Image
 
 from reid_lightning.features import (
@@ -30,18 +30,6 @@ def pattern(seed: int, height: int = 96, width: int = 96) -> torch.Tensor:
         image[:, y : y + h, x : x + w] = torch.rand(3, 1, 1, generator=generator)
     return kornia.filters.gaussian_blur2d(image[None], (5, 5), (1.0, 1.0))[0].clamp(0, 1)
 
-
-class Items(torch.utils.data.Dataset):
-    """A dataset of (image, label) items, as the seed's datasets yield."""
-
-    def __init__(self, images: list) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        return self.images[index], index
 
 
 def superpoint_weights(tmp_path, seed: int = 0):

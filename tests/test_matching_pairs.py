@@ -8,7 +8,7 @@ import re
 import kornia
 import pytest
 import torch
-from helpers import needs_shipped, single_thread  # noqa: F401 (autouse fixture)
+from helpers import Items, needs_shipped, single_thread  # noqa: F401 (autouse fixture)
 from kornia.feature import LightGlue, LoFTR, match_smnn
 
 from reid_lightning.features import (
@@ -49,16 +49,6 @@ def rotated(
     matrix[0, :, 2] += torch.tensor(shift)
     return kornia.geometry.warp_affine(image[None], matrix, image.shape[-2:])[0]
 
-
-class Items(torch.utils.data.Dataset):
-    def __init__(self, images: list) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        return self.images[index], index
 
 
 @pytest.fixture(scope="module")
