@@ -6,7 +6,8 @@ import lightning as L
 import pytest
 import torch
 
-from reid_lightning.callbacks import LocalFeatureReranking, PairScorer
+from reid_lightning.callbacks import LocalFeatureReranking
+from reid_lightning.similarity import PairScorer
 from reid_lightning.data import ReIDDataModule
 from reid_lightning.features import SiftExtractor
 from reid_lightning.models import ReIDModule

@@ -1,7 +1,6 @@
 """Lightning callbacks: checkpointing that keeps last.ckpt current, test-time local-feature reranking."""
 
 from .checkpoint import LastCheckpoint
-from .pair_scorer import PairScorer
 from .reranking import LocalFeatureReranking
 
-__all__ = ["LastCheckpoint", "LocalFeatureReranking", "PairScorer"]
+__all__ = ["LastCheckpoint", "LocalFeatureReranking"]

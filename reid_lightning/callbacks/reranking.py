@@ -19,7 +19,7 @@ from ..similarity.calibration import (
     LogisticCalibration,
     reliability_diagram,
 )
-from .pair_scorer import PairScorer
+from ..similarity import PairScorer
 
 GLOBAL_SCORE = "global"
 

@@ -9,6 +9,7 @@ from .calibration import (
     reliability_diagram,
 )
 from .cosine import CosineSimilarity
+from .pair_scorer import PairScorer
 from .pairwise import (
     CollectCounts,
     CollectCountsRansac,
@@ -31,6 +32,7 @@ __all__ = [
     "MatchLightGlue",
     "MatchPairs",
     "PairMatches",
+    "PairScorer",
     "calibration_pairs",
     "pair_hits",
     "reliability_diagram",

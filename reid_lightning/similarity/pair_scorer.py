@@ -8,7 +8,7 @@ from torch import Tensor
 from torchvision import transforms as T
 
 from ..features import LocalFeatureExtractor
-from ..similarity.pairwise import MatchPairs
+from .pairwise import MatchPairs
 
 
 class PairScorer:
