@@ -34,7 +34,8 @@ def run_eval(module, loaders):
     for loader_idx, loader in enumerate(loaders):
         for batch_idx, batch in enumerate(loader):
             module.validation_step(batch, batch_idx, dataloader_idx=loader_idx)
-    return module.evaluation_results()
+    results = module.evaluation_results()
+    return results, {name: torch.tensor(value) for name, value in results.metrics(top_k=(1, 3)).items()}
 
 
 def test_database_protocol_equals_functional_api():
@@ -54,7 +55,9 @@ def test_database_protocol_equals_functional_api():
     assert metrics["num_queries"].item() == 9
     assert metrics["queries_without_positives"].item() == int(
         (~(query_labels[:, None] == gallery_labels[None, :]).any(1)).sum())
-    torch.testing.assert_close(results.scores, scores)
+    expected_scores, expected_indices = torch.sort(scores, dim=1, descending=True, stable=True)
+    torch.testing.assert_close(results.candidate_scores, expected_scores)
+    assert torch.equal(results.candidate_indices, expected_indices)
 
 
 def test_leave_one_out_excludes_the_query_itself():

@@ -32,6 +32,20 @@ class OracleScorer:
         return {"oracle": torch.as_tensor(same, dtype=torch.float32)}
 
 
+class PairRecorder:
+    """Records the pairs it is asked to score (and the images behind them); scores every pair 0."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.calls, self.datasets = [], []
+
+    def score(self, query_dataset, gallery_dataset, pairs):
+        self.calls.append(pairs.clone())
+        self.datasets.append(set(query_dataset.metadata["path"]))
+        return {"recorder": torch.zeros(len(pairs))}
+
+
 def datamodule(tmp_path, protocol="database"):
     return ReIDDataModule(root=str(tmp_path / "data"), synthetic=True, synthetic_individuals=6,
                           synthetic_images_per_individual=8, synthetic_image_size=48, image_size=32,
@@ -70,21 +84,21 @@ def test_oracle_reranking_reaches_shortlist_recall(tmp_path, protocol):
 
 
 def test_calibration_pairs_are_never_self_pairs(tmp_path):
-    fitted = {}
-
-    class Recording(LocalFeatureReranking):
-        def fit(self, scores, hits):
-            fitted["scores"] = scores
-            super().fit(scores, hits)
-
-    callback = Recording(scorers=[], shortlist=SHORTLIST, include_global=True, save_dir=str(tmp_path / "c"))
-    run_test(tmp_path, callback, protocol="leave_one_out")
-    # a self-pair would score a cosine similarity of exactly 1 with itself
-    assert fitted["scores"]["global"].max() < 1.0 - 1e-6
+    scorer = PairRecorder()
+    callback = LocalFeatureReranking(scorers=[scorer], shortlist=SHORTLIST, include_global=True,
+                                     save_dir=str(tmp_path / "c"))
+    trainer, _ = run_test(tmp_path, callback, protocol="leave_one_out")
+    calibration_pairs, test_pairs = scorer.calls
+    assert len(calibration_pairs) > 0
+    # leave-one-out: query and gallery index the same validation images; a self-pair has equal indices
+    assert not (calibration_pairs[:, 0] == calibration_pairs[:, 1]).any()
+    val_paths = set(trainer.datamodule.dataset("val").metadata["path"])
+    test_paths = set(trainer.datamodule.dataset("test").metadata["path"])
+    assert scorer.datasets[0] == val_paths and not val_paths & test_paths
 
 
 def test_fusion_is_weighted_mean_of_available_probabilities():
-    callback = LocalFeatureReranking(scorers=[], shortlist=2, weights={"b": 3.0})
+    callback = LocalFeatureReranking(scorers=[], shortlist=2, weights={"b": 3.0}).reranker
 
     class Fixed:
         def __init__(self, scale):
@@ -94,11 +108,12 @@ def test_fusion_is_weighted_mean_of_available_probabilities():
             return torch.as_tensor(scores).double().numpy() * self.scale
 
     callback.calibrators = {"a": Fixed(1.0), "b": Fixed(0.5)}
-    fused = callback.fuse({"a": torch.tensor([[0.2, 0.4]]), "b": torch.tensor([[1.0, float("nan")]])})
+    fused = callback.fuse(callback.calibrate({"a": torch.tensor([[0.2, 0.4]]),
+                                               "b": torch.tensor([[1.0, float("nan")]])}))
     assert fused[0, 0].item() == pytest.approx((0.2 + 3 * 0.5) / 4)
     assert fused[0, 1].item() == pytest.approx(0.4)  # b unscored: only a counts
     with pytest.raises(RuntimeError, match="no calibrator"):
-        callback.fuse({"c": torch.zeros(1, 2)})
+        callback.calibrate({"c": torch.zeros(1, 2)})
 
 
 def test_sift_reranking_runs_offline_and_separates_individuals(tmp_path):
@@ -108,11 +123,11 @@ def test_sift_reranking_runs_offline_and_separates_individuals(tmp_path):
     callback = LocalFeatureReranking(scorers=[scorer], shortlist=SHORTLIST, save_dir=str(tmp_path / "c"))
     trainer, model = run_test(tmp_path, callback)
     assert {"test/reranked/top1", "test/reranked/mAP", "test/reranked/seconds"} <= set(trainer.callback_metrics)
-    assert set(callback.calibrators) == {"global", scorer.name}
+    assert set(callback.reranker.calibrators) == {"global", scorer.name}
     # SIFT match counts on the test shortlist: same-individual pairs score higher on average
-    results, _ = model.evaluation_results()
+    results = model.evaluation_results()
     datasets = trainer.datamodule.eval_datasets("test")
-    scores = callback.pair_scores(results, datasets[0], datasets[1])[scorer.name]
-    same = results.candidate_labels[:, :SHORTLIST] == results.query_labels[:, None]
+    scores = callback.reranker.pair_scores(results, datasets[0], datasets[1])[scorer.name]
+    same = results.hits[:, :SHORTLIST]
     assert same.any() and (~same).any()
     assert scores[same].mean() > scores[~same].mean()

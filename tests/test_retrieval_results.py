@@ -17,7 +17,7 @@ def make_results(**kwargs):
 
 
 def test_from_scores_ranks_with_stable_ties_and_matches_functional_metrics():
-    results, scores = make_results(top_k=4)
+    results, scores = make_results(k=4)
     assert results.candidate_indices.tolist() == [[0, 1, 2, 3], [3, 1, 2, 4]]
     assert results.candidate_labels.tolist() == [[0, 1, 2, 3], [3, 1, 2, 4]]
     metrics = results.metrics(top_k=(1, 3))
@@ -27,7 +27,7 @@ def test_from_scores_ranks_with_stable_ties_and_matches_functional_metrics():
 
 
 def test_rerank_sorts_shortlist_above_untouched_tail():
-    results, _ = make_results(top_k=5)
+    results, _ = make_results(k=5)
     # new scores for the first 3 candidates of each query
     reranked = results.rerank(torch.tensor([[0.1, 0.2, 0.95], [0.3, float("nan"), 0.3]]))
     assert reranked.candidate_indices.tolist() == [[2, 1, 0, 3, 4], [3, 2, 1, 4, 0]]
@@ -35,7 +35,7 @@ def test_rerank_sorts_shortlist_above_untouched_tail():
     after = reranked.metrics(top_k=(1,))
     assert after["top1"] == pytest.approx(0.5)
     assert results.metrics(top_k=(1,))["top1"] == 0.0
-    full = reranked.scores
+    full = reranked.source.block(slice(None))
     assert full[0, 2] > full[0, 1] > full[0, 0] > full[0, 3] > full[0, 4]
     # equal new scores keep their previous order; the unscored pair (gallery 1) is last of the shortlist
     assert full[1, 3] > full[1, 2] > full[1, 1] > full[1, 4] > full[1, 0]
@@ -44,9 +44,9 @@ def test_rerank_sorts_shortlist_above_untouched_tail():
 
 
 def test_rerank_keeps_shortlist_above_items_outside_candidates():
-    results, _ = make_results(top_k=2)
+    results, _ = make_results(k=2)
     reranked = results.rerank(torch.tensor([[0.0, 0.0], [0.0, 0.0]]))
-    full = reranked.scores
+    full = reranked.source.block(slice(None))
     for row in range(2):
         head = reranked.candidate_indices[row, :2]
         rest = torch.ones(5, dtype=torch.bool)
@@ -55,7 +55,7 @@ def test_rerank_keeps_shortlist_above_items_outside_candidates():
 
 
 def test_rerank_rejects_wrong_shape():
-    results, _ = make_results(top_k=2)
+    results, _ = make_results(k=2)
     with pytest.raises(ValueError, match="shortlist_scores"):
         results.rerank(torch.zeros(2, 3))
 
@@ -65,7 +65,8 @@ def test_leave_one_out_exclusion_never_returns_self():
     labels = torch.tensor([0, 1, 1])
     results = RetrievalResults.from_scores(scores, gallery_labels=labels, query_labels=labels,
                                            exclude=torch.eye(3, dtype=torch.bool))
-    assert results.candidate_indices.tolist() == [[2, 1], [2, 0], [1, 0]]
+    # with k = G each query has one slot left empty: the excluded item is never a candidate
+    assert results.candidate_indices.tolist() == [[2, 1, -1], [2, 0, -1], [1, 0, -1]]
     metrics = results.metrics(top_k=(1,))
     assert metrics["top1"] == pytest.approx(2 / 3)
     assert metrics["queries_without_positives"] == 1

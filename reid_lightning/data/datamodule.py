@@ -22,23 +22,29 @@ from .transforms import build_transforms
 DEFAULT_SYNTHETIC_ROOT = Path(".cache/reid_lightning/synthetic")
 PROTOCOLS = ("database", "leave_one_out")
 DEFAULT_IMAGE_SIZE = 224
+SEQUENCE_COLUMNS = ("sequence", "encounter")
+"""Metadata columns naming a camera-trap burst / encounter; its near-duplicate frames never match each other."""
 
 
 class ReIDSamples(Dataset):
-    """Dict samples ``{"image": (3, H, W), "label": int[, "index": int]}`` over an :class:`ImageDataset`.
+    """Dict samples ``{"image": (3, H, W), "label": int[, "index": int, "group": int]}`` over an
+    :class:`ImageDataset`.
 
     Args:
         dataset: images with a tensor-producing transform.
         labels: (N,) label of every image (class index for training, identity code for evaluation).
         with_index: add the sample's position within ``dataset`` as ``"index"``.
+        groups: optional (N,) sequence code of every image (-1: none), added as ``"group"``.
     """
 
-    def __init__(self, dataset: ImageDataset, labels: np.ndarray, with_index: bool = False) -> None:
-        if len(labels) != len(dataset):
+    def __init__(self, dataset: ImageDataset, labels: np.ndarray, with_index: bool = False,
+                 groups: np.ndarray | None = None) -> None:
+        if len(labels) != len(dataset) or (groups is not None and len(groups) != len(dataset)):
             raise ValueError(f"{len(labels)} labels for a dataset of {len(dataset)} images")
         self.dataset = dataset
         self.labels = np.asarray(labels, dtype=np.int64)
         self.with_index = with_index
+        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -48,6 +54,8 @@ class ReIDSamples(Dataset):
         sample = {"image": item[0] if self.dataset.load_label else item, "label": int(self.labels[idx])}
         if self.with_index:
             sample["index"] = idx
+        if self.groups is not None:
+            sample["group"] = int(self.groups[idx])
         return sample
 
 
@@ -88,6 +96,9 @@ class ReIDDataModule(L.LightningDataModule):
         synthetic_individuals: individuals in the synthetic set.
         synthetic_images_per_individual: images per individual in the synthetic set.
         synthetic_image_size: side of the synthetic images in pixels.
+        exclude_same_sequence: when the metadata has a ``sequence`` (or ``encounter``) column, gallery images of
+            a query's own sequence are left out of its ranking and metrics (near-duplicate burst frames would
+            inflate every metric); the number of excluded pairs is logged.
     """
 
     def __init__(
@@ -117,6 +128,7 @@ class ReIDDataModule(L.LightningDataModule):
         synthetic_individuals: int = 40,
         synthetic_images_per_individual: int = 12,
         synthetic_image_size: int = 96,
+        exclude_same_sequence: bool = True,
     ) -> None:
         super().__init__()
         check_split_arguments(split, test_ratio, val_ratio, open_ratio)
@@ -154,6 +166,8 @@ class ReIDDataModule(L.LightningDataModule):
             "images_per_individual": synthetic_images_per_individual,
             "image_size": synthetic_image_size,
         }
+        self.exclude_same_sequence = exclude_same_sequence
+        self._groups = np.empty(0, dtype=np.int64)
         self._backbone_config: dict | None = None
         self._images: ImageDataset | None = None
         self._positions: dict[str, np.ndarray] = {}
@@ -226,6 +240,7 @@ class ReIDDataModule(L.LightningDataModule):
             raise ValueError(f"split '{self.split}' left no training images; lower test_ratio/val_ratio")
         self.root = str(root) if root is not None else None
         self._images = ImageDataset(df, root=root, img_load=self.img_load)
+        self._groups = sequence_codes(df) if self.exclude_same_sequence else np.full(len(df), -1, dtype=np.int64)
         self._positions = {name: frame.index.to_numpy() for name, frame in splits.items()}
         train_codes = self._images.labels[self._positions["train"]]
         self._class_index, self._class_codes = contiguous_classes(train_codes)
@@ -287,6 +302,12 @@ class ReIDDataModule(L.LightningDataModule):
         queries = self.dataset(stage)
         return [queries, self.dataset("train")] if self.protocol == "database" else [queries]
 
+    def eval_groups(self, stage: str) -> list[np.ndarray]:
+        """Sequence codes (-1: none) of the images of :meth:`eval_datasets`, in the same order."""
+        self._require_setup()
+        stages = [stage, "train"] if self.protocol == "database" else [stage]
+        return [self._groups[self._positions[name]] for name in stages]
+
     # ----------------------------------------------------------------------------------------- loaders
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
         return DataLoader(
@@ -294,8 +315,8 @@ class ReIDDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(), **kwargs,
         )
 
-    def _eval_loader(self, dataset: ImageDataset) -> DataLoader:
-        samples = ReIDSamples(dataset, dataset.labels, with_index=True)
+    def _eval_loader(self, dataset: ImageDataset, groups: np.ndarray | None = None) -> DataLoader:
+        samples = ReIDSamples(dataset, dataset.labels, with_index=True, groups=groups)
         return self._loader(samples, batch_size=self.eval_batch_size, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
@@ -316,7 +337,8 @@ class ReIDDataModule(L.LightningDataModule):
         self._require_setup()
         if len(self._positions[stage]) == 0:
             return []
-        return [self._eval_loader(dataset) for dataset in self.eval_datasets(stage)]
+        return [self._eval_loader(dataset, groups)
+                for dataset, groups in zip(self.eval_datasets(stage), self.eval_groups(stage))]
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[query, gallery]`` (database) or ``[query]`` (leave_one_out) loaders; ``[]`` if no val images."""
@@ -354,3 +376,15 @@ class ReIDDataModule(L.LightningDataModule):
             )
         lines.append(f"training classes: {self.num_classes}")
         return "\n".join(lines)
+
+
+def sequence_codes(metadata: pd.DataFrame) -> np.ndarray:
+    """(N,) integer code of every row's sequence (first of ``SEQUENCE_COLUMNS`` present); -1 where blank."""
+    column = next((name for name in SEQUENCE_COLUMNS if name in metadata.columns), None)
+    if column is None:
+        return np.full(len(metadata), -1, dtype=np.int64)
+    values = metadata[column]
+    blank = values.isna() | values.astype(str).str.strip().eq("")
+    codes = np.full(len(metadata), -1, dtype=np.int64)
+    codes[~blank.to_numpy()] = pd.factorize(values[~blank].astype(str))[0]
+    return codes

@@ -32,16 +32,74 @@ def sort_scores(scores: Tensor, gallery_labels: Tensor) -> tuple[Tensor, Tensor]
     return sorted_scores, sorted_labels
 
 
+def stable_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` highest scores of each row, best first; equal scores rank by ascending column.
+
+    The column rule also decides which of several equal scores at the k-th place are kept, so the result is the
+    first ``k`` entries of a stable descending sort, without sorting the row.
+
+    Args:
+        scores: ``(Q, N)`` scores (no NaN).
+        k: entries kept, at most N.
+
+    Returns:
+        ``values (Q, k)`` descending and ``columns (Q, k)`` their column indices.
+    """
+    values, columns = torch.topk(scores, k, dim=1)
+    kth = values[:, -1:]
+    # rows where the k-th score is tied with an entry left out: the kept ties must be the lowest columns
+    boundary_ties = torch.nonzero((scores == kth).sum(dim=1) > (values == kth).sum(dim=1)).flatten()
+    if len(boundary_ties):
+        rows = scores[boundary_ties]
+        row_kth = kth[boundary_ties]
+        above, tied = rows > row_kth, rows == row_kth
+        room = k - above.sum(dim=1, keepdim=True)
+        chosen = above | (tied & (tied.cumsum(dim=1) <= room))
+        columns[boundary_ties] = chosen.nonzero()[:, 1].view(-1, k)
+        values[boundary_ties] = rows.gather(1, columns[boundary_ties])
+    # ties inside the kept entries: ascending column, then a stable sort by value
+    by_column = columns.argsort(dim=1)
+    values, columns = values.gather(1, by_column), columns.gather(1, by_column)
+    by_value = values.argsort(dim=1, descending=True, stable=True)
+    return values.gather(1, by_value), columns.gather(1, by_value)
+
+
 def top_k(scores: Tensor, gallery_labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` highest scores of every query and their labels, ``(Q, k)`` each (ties in gallery order)."""
     scores = torch.as_tensor(scores)
     if scores.ndim == 1:
         scores = scores.unsqueeze(0)
     _check_k(k, scores.shape[1])
-    parts = [sort_scores(scores[rows], gallery_labels) for rows in chunk_rows(scores.shape[0], scores.shape[1])]
-    if not parts:
-        return sort_scores(scores, gallery_labels)
-    return torch.cat([s[:, :k] for s, _ in parts]), torch.cat([lab[:, :k] for _, lab in parts])
+    gallery_labels = torch.as_tensor(gallery_labels, device=scores.device)
+    if gallery_labels.shape[-1] != scores.shape[1]:
+        raise ValueError(
+            f"gallery_labels has {gallery_labels.shape[-1]} entries but scores has {scores.shape[1]} columns"
+        )
+    values, labels = [], []
+    for rows in chunk_rows(scores.shape[0], scores.shape[1]):
+        block_values, columns = stable_topk(scores[rows], k)
+        values.append(block_values)
+        labels.append(gallery_labels.expand(scores.shape[0], -1)[rows].gather(1, columns)
+                      if gallery_labels.ndim == 2 else gallery_labels[columns])
+    if not values:
+        return scores[:, :k], gallery_labels.expand(0, -1)[:, :k]
+    return torch.cat(values), torch.cat(labels)
+
+
+def majority_vote(labels: Tensor, voters: Tensor | None = None) -> Tensor:
+    """Index ``(Q,)`` of the winning column of ranked neighbour ``labels (Q, k)``, best neighbour first.
+
+    The label with most votes (among ``voters (Q, k)``, default all) wins; a vote tie goes to the label whose
+    best neighbour ranks highest. Non-voting columns never win.
+    """
+    same = labels[:, :, None] == labels[:, None, :]
+    if voters is not None:
+        same = same & voters[:, None, :]
+    votes = same.sum(dim=2)
+    if voters is not None:
+        votes = votes.masked_fill(~voters, -1)
+    # argmax returns the first maximum, i.e. the best-ranked neighbour among the most voted labels
+    return votes.argmax(dim=1)
 
 
 def _check_k(k: int, num_gallery: int) -> None:
@@ -78,9 +136,7 @@ def knn(scores: Tensor, gallery_labels: Tensor, k: int) -> Tensor:
         ``(Q,)`` predicted labels.
     """
     _, labels = top_k(scores, gallery_labels, k)
-    votes = (labels[:, :, None] == labels[:, None, :]).sum(dim=2)
-    # argmax returns the first maximum, i.e. the best-ranked neighbour among the most voted labels
-    return labels.gather(1, votes.argmax(dim=1, keepdim=True)).squeeze(1)
+    return labels.gather(1, majority_vote(labels)[:, None]).squeeze(1)
 
 
 def hard_pos_neg_scores(

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+
+from .embedding import embed_loader
 
 Metric = Literal["inner", "cosine", "euclid", "sq_euclid"]
 METRICS = ("inner", "cosine", "euclid", "sq_euclid")
@@ -45,25 +46,6 @@ def pairwise_scores(query_embeddings: Tensor, gallery_embeddings: Tensor, metric
     return -squared if metric == "sq_euclid" else -squared.sqrt()
 
 
-@torch.no_grad()
-def _embed(model: nn.Module, loader: DataLoader, device: torch.device, get_embeddings_fn: Callable | None,
-           description: str) -> tuple[Tensor, Tensor]:
-    embeddings, labels = [], []
-    for batch in tqdm(loader, desc=description, leave=False):
-        images, batch_labels = batch[0], batch[1]
-        images = images.to(device)
-        out = model(images) if get_embeddings_fn is None else get_embeddings_fn(model, images)
-        if len(out) != len(batch_labels):
-            raise ValueError(
-                f"the model returned {len(out)} embeddings for a batch of {len(batch_labels)} images"
-            )
-        embeddings.append(out)
-        labels.append(torch.as_tensor(batch_labels).to(device))
-    if not embeddings:
-        raise ValueError(f"the {description} data loader is empty")
-    return torch.cat(embeddings), torch.cat(labels)
-
-
 def score_matrix(
     model: nn.Module,
     dl_gal: DataLoader,
@@ -92,17 +74,9 @@ def score_matrix(
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {METRICS}")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    first_parameter = next(model.parameters(), None)
-    original_device = first_parameter.device if first_parameter is not None else None
-    was_training = model.training
-    model.eval().to(device)
-    try:
-        gallery, gallery_labels = _embed(model, dl_gal, device, get_embeddings_fn, "gallery")
-        if agg_gal_fn is not None:
-            gallery, gallery_labels = agg_gal_fn(gallery, gallery_labels)
-        query, query_labels = _embed(model, dl_quer, device, get_embeddings_fn, "query")
-    finally:
-        model.train(was_training)
-        if original_device is not None:
-            model.to(original_device)
+    options = {"device": device, "forward": get_embeddings_fn}
+    gallery, gallery_labels = embed_loader(model, dl_gal, description="gallery", **options)
+    if agg_gal_fn is not None:
+        gallery, gallery_labels = agg_gal_fn(gallery, gallery_labels)
+    query, query_labels = embed_loader(model, dl_quer, description="query", **options)
     return pairwise_scores(query, gallery, metric), gallery_labels, query_labels

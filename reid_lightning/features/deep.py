@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
-from tqdm.auto import tqdm
 
+from ..eval.embedding import embed_loader
 from .images import item_image
 
 
@@ -30,28 +28,6 @@ def _embedding(output: Any) -> torch.Tensor:
             "For timm backbones create the model with num_classes=0 (global pooling, no classifier)."
         )
     return output
-
-
-@contextlib.contextmanager
-def borrowed(model: nn.Module, device: torch.device | None) -> Iterator[nn.Module]:
-    """``model`` in eval mode on ``device`` for the block; module modes and the device are restored after."""
-    modes = [(module, module.training) for module in model.modules()]
-    tensors = [*model.parameters(), *model.buffers()]
-    devices = {tensor.device for tensor in tensors}
-    if device is not None and len(devices) > 1:
-        raise ValueError(
-            f"The model spans devices {sorted(map(str, devices))}; pass device=None to run it where it is."
-        )
-    home = next(iter(devices)) if devices else None
-    try:
-        if device is not None:
-            model.to(device)
-        yield model.eval()
-    finally:
-        if device is not None and home is not None:
-            model.to(home)
-        for module, training in modes:
-            module.training = training
 
 
 def _images_only(batch: list[Any]) -> torch.Tensor:
@@ -103,9 +79,10 @@ class DeepFeatures:
         loader = DataLoader(
             dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_images_only
         )
-        embeddings = []
-        with borrowed(self.model, self.device) as model, torch.inference_mode():
-            device = self.device or next(model.parameters(), torch.empty(0)).device
-            for images in tqdm(loader, desc="DeepFeatures", disable=not self.progress, leave=False):
-                embeddings.append(_embedding(model(images.to(device))).float().cpu())
-        return torch.cat(embeddings)
+        embeddings, _ = embed_loader(self.model, loader, device=self.device, forward=_forward,
+                                     progress=self.progress, description="DeepFeatures")
+        return embeddings.cpu()
+
+
+def _forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return _embedding(model(images))

@@ -52,9 +52,6 @@ class _QueryStatsMetric(Metric):
             stats = stats.select(stats.has_positive)
         return stats
 
-    @staticmethod
-    def _mean(values: Tensor) -> Tensor:
-        return values.float().mean() if values.numel() else torch.tensor(float("nan"), device=values.device)
 
 
 class TopKAccuracy(_QueryStatsMetric):
@@ -72,21 +69,21 @@ class TopKAccuracy(_QueryStatsMetric):
         self.k = k
 
     def compute(self) -> Tensor:
-        return self._mean(self._stats().top_k_hits(self.k))
+        return _mean(self._stats().top_k_hits(self.k))
 
 
 class MeanAveragePrecision(_QueryStatsMetric):
     """Mean over queries of the average precision over the whole gallery."""
 
     def compute(self) -> Tensor:
-        return self._mean(self._stats().ap)
+        return _mean(self._stats().ap)
 
 
 class MaxF1(_QueryStatsMetric):
     """Mean over queries of the per-query maximum F1 on the PR curve."""
 
     def compute(self) -> Tensor:
-        return self._mean(self._stats().max_f1)
+        return _mean(self._stats().max_f1)
 
     def compute_operating_points(self) -> dict[str, Tensor]:
         """Per-query ``P@maxF1``, ``R@maxF1``, ``T@maxF1`` and ``maxF1``, ``(Q,)`` each."""
@@ -120,10 +117,21 @@ class RetrievalMetrics(_QueryStatsMetric):
 
     def compute(self) -> dict[str, Tensor]:
         all_stats = QueryStats(**{name: dim_zero_cat(getattr(self, name)) for name in _STATE_NAMES})
-        stats = self._stats()
-        result = {f"top{k}": self._mean(stats.top_k_hits(k)) for k in self.top_k}
-        result["mAP"] = self._mean(stats.ap)
-        result["maxF1"] = self._mean(stats.max_f1)
-        result["num_queries"] = torch.tensor(len(all_stats.ap))
-        result["queries_without_positives"] = (~all_stats.has_positive).sum()
-        return result
+        return summarize(all_stats, self.top_k, self.ignore_queries_without_positives)
+
+
+def _mean(values: Tensor) -> Tensor:
+    return values.float().mean() if values.numel() else torch.tensor(float("nan"), device=values.device)
+
+
+def summarize(stats: QueryStats, top_k: Sequence[int] = (1, 5), ignore_queries_without_positives: bool = False
+              ) -> dict[str, Tensor]:
+    """``top{k}`` for every k, ``mAP``, ``maxF1``, ``num_queries`` and ``queries_without_positives`` of
+    per-query statistics (queries without positives count as misses unless ignored)."""
+    kept = stats.select(stats.has_positive) if ignore_queries_without_positives else stats
+    result = {f"top{k}": _mean(kept.top_k_hits(k)) for k in top_k}
+    result["mAP"] = _mean(kept.ap)
+    result["maxF1"] = _mean(kept.max_f1)
+    result["num_queries"] = torch.tensor(len(stats.ap))
+    result["queries_without_positives"] = (~stats.has_positive).sum()
+    return result

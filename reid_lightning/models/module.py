@@ -9,10 +9,9 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from ..eval.labels import chunk_rows
-from ..eval.scores import Metric, pairwise_scores
-from ..metrics import RetrievalMetrics
-from ..retrieval import RetrievalResults
+from ..eval.embedding import embed_loader
+from ..eval.scores import Metric
+from ..retrieval import Exclusion, RetrievalResults, search
 from .backbone import backbone_data_config, create_backbone, embedding_dim
 from .losses import LOSS_NAMES, build_loss
 from .neck import ProjectionNeck
@@ -25,7 +24,8 @@ class ReIDModule(L.LightningModule):
 
     Validation/test loaders come from ``ReIDDataModule``: ``[query_loader, gallery_loader]`` (``database``
     protocol: gallery = training images) or ``[query_loader]`` (``leave_one_out``: each query against all other
-    query images, itself excluded). Batches are dicts with ``image``, ``label`` and ``index``.
+    query images, itself excluded). Batches are dicts with ``image``, ``label``, ``index`` and optionally
+    ``group`` (camera-trap sequence code, -1 for none: gallery images of a query's own sequence are excluded).
     """
 
     def __init__(
@@ -51,7 +51,8 @@ class ReIDModule(L.LightningModule):
         scheduler: Literal["cosine", "none"] = "cosine",
         metric: Metric = "cosine",
         top_k: tuple[int, ...] = (1, 5),
-        eval_chunk_size: int = 1024,
+        candidates: int = 100,
+        eval_chunk_size: int | None = None,
     ) -> None:
         """
         Args:
@@ -78,7 +79,10 @@ class ReIDModule(L.LightningModule):
             scheduler: ``cosine`` annealing over all training steps, or ``none``.
             metric: query x gallery score: ``cosine``, ``inner``, ``euclid`` or ``sq_euclid``.
             top_k: the k of every top-k accuracy logged.
-            eval_chunk_size: queries scored at once during evaluation (bounds memory).
+            candidates: gallery candidates kept per query in the evaluation results (a reranking callback raises
+                it to its shortlist); the logged metrics always rank the whole gallery.
+            eval_chunk_size: queries scored at once during evaluation (None: about 4M scores per chunk; bounds
+                memory).
         """
         super().__init__()
         if loss not in LOSS_NAMES:
@@ -96,6 +100,7 @@ class ReIDModule(L.LightningModule):
                                       triplet_margin=triplet_margin)
         if init_ckpt:
             self._load_init_checkpoint(init_ckpt)
+        self._required_candidates = 0
         self._eval_outputs: dict[int, list[dict[str, Tensor]]] = {}
         self._evaluation: tuple[RetrievalResults, dict[str, Tensor]] | None = None
 
@@ -171,10 +176,12 @@ class ReIDModule(L.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _collect(self, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+        labels = batch["label"]
         self._eval_outputs.setdefault(dataloader_idx, []).append({
             "embedding": self(batch["image"]).float(),
-            "label": batch["label"],
+            "label": labels,
             "index": batch["index"],
+            "group": batch.get("group", torch.full_like(labels, -1)),
         })
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -190,85 +197,82 @@ class ReIDModule(L.LightningModule):
         self._reset_evaluation()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.evaluation_results()[1])
+        self._log_metrics("val", self.evaluation_results())
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.evaluation_results()[1])
+        self._log_metrics("test", self.evaluation_results())
 
     def _reset_evaluation(self) -> None:
         self._eval_outputs = {}
         self._evaluation = None
 
-    def _log_metrics(self, prefix: str, values: dict[str, Tensor]) -> None:
-        for name, value in values.items():
+    def _log_metrics(self, prefix: str, results: RetrievalResults) -> None:
+        for name, value in results.metrics(top_k=self.hparams.top_k).items():
             # every process holds all embeddings and computes identical values: no further reduction
-            self.log(f"{prefix}/{name}", value.float(), prog_bar=name in ("top1", "mAP"), sync_dist=False)
+            self.log(f"{prefix}/{name}", float(value), prog_bar=name in ("top1", "mAP"), sync_dist=False)
 
-    def _gathered(self, dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        """Embeddings and labels of one eval loader in dataset order, gathered over processes, duplicates
-        (from padded distributed samplers) removed."""
+    def require_candidates(self, k: int) -> None:
+        """Keep at least ``k`` candidates per query in the evaluation results (e.g. a reranking shortlist)."""
+        self._required_candidates = max(self._required_candidates, k)
+
+    def _gathered(self, dataloader_idx: int) -> dict[str, Tensor]:
+        """Embeddings, labels and groups of one eval loader in dataset order, gathered over processes,
+        duplicates (from padded distributed samplers) removed."""
         outputs = self._eval_outputs.get(dataloader_idx, [])
         if not outputs:
             raise ValueError(f"evaluation loader {dataloader_idx} yielded no batch")
-        embeddings = torch.cat([o["embedding"] for o in outputs])
-        labels = torch.cat([o["label"] for o in outputs])
-        indices = torch.cat([o["index"] for o in outputs])
+        gathered = {name: torch.cat([o[name] for o in outputs]) for name in outputs[0]}
         if self._trainer is not None and self.trainer.world_size > 1:
-            embeddings, labels, indices = (self.all_gather(t).flatten(0, 1) for t in (embeddings, labels, indices))
+            gathered = {name: self.all_gather(t).flatten(0, 1) for name, t in gathered.items()}
+        indices = gathered["index"]
         order = torch.argsort(indices, stable=True)
-        indices, embeddings, labels = indices[order], embeddings[order], labels[order]
+        indices = indices[order]
         first = torch.ones_like(indices, dtype=torch.bool)
         first[1:] = indices[1:] != indices[:-1]
         if not torch.equal(indices[first], torch.arange(int(first.sum()), device=indices.device)):
             raise RuntimeError(f"evaluation loader {dataloader_idx} did not cover its dataset exactly once")
-        return embeddings[first], labels[first]
+        return {name: t[order][first] for name, t in gathered.items()}
 
-    def evaluation_results(self) -> tuple[RetrievalResults, dict[str, Tensor]]:
-        """Results object and metrics of the current validation/test epoch, computed once and cached.
+    def evaluation_results(self) -> RetrievalResults:
+        """Retrieval results of the current validation/test epoch, computed once and cached.
 
         Loader 0 holds the queries; loader 1, when present, the gallery (``database`` protocol), otherwise every
         query is searched among the other queries (``leave_one_out``, itself excluded). Callbacks such as
-        reranking call this from their own epoch-end hook; the module logs the plain metrics.
+        reranking call this from their own epoch-end hook; the module logs ``results.metrics()``.
         """
         if self._evaluation is not None:
             return self._evaluation
-        query, query_labels = self._gathered(0)
+        query = self._gathered(0)
         leave_one_out = 1 not in self._eval_outputs
-        gallery, gallery_labels = (query, query_labels) if leave_one_out else self._gathered(1)
+        gallery = query if leave_one_out else self._gathered(1)
         self._eval_outputs = {}
-        self._evaluation = self.retrieve(query, gallery, query_labels=query_labels, gallery_labels=gallery_labels,
-                                         leave_one_out=leave_one_out)
+        self._evaluation = self.search(
+            query["embedding"], gallery["embedding"], query_labels=query["label"], gallery_labels=gallery["label"],
+            query_groups=query["group"], gallery_groups=gallery["group"], leave_one_out=leave_one_out)
         return self._evaluation
 
-    def retrieve(self, query: Tensor, gallery: Tensor, *, query_labels: Tensor, gallery_labels: Tensor,
-                 leave_one_out: bool = False, shortlist: int = 100) -> tuple[RetrievalResults, dict[str, Tensor]]:
-        """Score query ``(Q, D)`` against gallery ``(G, D)`` embeddings in chunks; results and metrics."""
-        metrics = RetrievalMetrics(top_k=self.hparams.top_k, sync_on_compute=False).to(query.device)
-        exclude = torch.eye(len(query), dtype=torch.bool, device=query.device) if leave_one_out else None
-        blocks = []
-        for rows in chunk_rows(len(query), len(gallery), self.hparams.eval_chunk_size * len(gallery)):
-            block = pairwise_scores(query[rows], gallery, self.hparams.metric)
-            metrics.update(block, gallery_labels, query_labels[rows],
-                           exclude=None if exclude is None else exclude[rows])
-            blocks.append(block)
-        results = RetrievalResults.from_scores(torch.cat(blocks), gallery_labels=gallery_labels,
-                                               query_labels=query_labels, exclude=exclude,
-                                               top_k=min(shortlist, len(gallery)))
-        return results, metrics.compute()
+    def search(self, query: Tensor, gallery: Tensor, *, query_labels: Tensor, gallery_labels: Tensor,
+               query_groups: Tensor | None = None, gallery_groups: Tensor | None = None,
+               leave_one_out: bool = False, k: int | None = None) -> RetrievalResults:
+        """:func:`~reid_lightning.retrieval.search` with this model's metric and chunking: query ``(Q, D)`` against
+        gallery ``(G, D)``, the query itself excluded in leave-one-out and, with groups, every gallery image of
+        the query's own group (sequence)."""
+        exclusion = Exclusion.self_pairs(len(query)) if leave_one_out else None
+        if query_groups is not None and gallery_groups is not None:
+            exclusion = Exclusion.same_group(query_groups=query_groups, gallery_groups=gallery_groups).union(exclusion)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return search(query, gallery, k=min(k or max(self.hparams.candidates, self._required_candidates), len(gallery)), metric=self.hparams.metric,
+                      exclude=exclusion, query_labels=query_labels, gallery_labels=gallery_labels,
+                      identity_names=getattr(datamodule, "identity_names", None),
+                      chunk_size=self.hparams.eval_chunk_size)
 
-    @torch.no_grad()
-    def embed_dataloader(self, loader) -> tuple[Tensor, Tensor]:
-        """Embeddings ``(N, D)`` and labels ``(N,)`` of an evaluation loader, in its order (eval mode, restored)."""
-        was_training = self.training
-        self.eval()
-        try:
-            embeddings, labels = [], []
-            for batch in loader:
-                embeddings.append(self(batch["image"].to(self.device)).float())
-                labels.append(batch["label"].to(self.device))
-        finally:
-            self.train(was_training)
-        return torch.cat(embeddings), torch.cat(labels)
+    def embed(self, loader) -> tuple[Tensor, Tensor | None]:
+        """Embeddings ``(N, D)`` and labels of a loader in its order, in eval mode and under the trainer's
+        precision context, so they equal the ones the validation/test loops compute."""
+        context = None
+        if self._trainer is not None:
+            context = self.trainer.precision_plugin.forward_context
+        return embed_loader(self, loader, device=self.device, context=context, progress=False)
 
     # ------------------------------------------------------------------ prediction
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:

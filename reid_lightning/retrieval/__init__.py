@@ -1,5 +1,9 @@
-"""Search backends and the retrieval-results object."""
+"""``search`` → ``RetrievalResults``: the path every consumer reads (metrics, reranker, classifiers, predict)."""
 
-from .results import RetrievalResults
+from .exclusion import Exclusion
+from .results import NO_LABEL, RetrievalResults
+from .scores import DenseScores, EmbeddingScores, ScoreSource, ShortlistFirst
+from .search import BACKENDS, search
 
-__all__ = ["RetrievalResults"]
+__all__ = ["BACKENDS", "NO_LABEL", "DenseScores", "EmbeddingScores", "Exclusion", "RetrievalResults", "ScoreSource",
+           "ShortlistFirst", "search"]

@@ -1,132 +1,213 @@
-"""The retrieval-results object: the one currency between evaluation, reranking, prediction and visual logging."""
+"""``RetrievalResults``: the one currency between evaluation, reranking, identification, prediction and reports."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
-from ..metrics import RetrievalMetrics
+from ..eval.labels import LabelsLike
+from ..eval.query_stats import QueryStats
+from ..metrics.retrieval import summarize
+from .exclusion import Exclusion
+from .scores import DenseScores, ScoreSource, ShortlistFirst
+from .streaming import as_exclusion, encode, stream
+
+NO_LABEL = torch.iinfo(torch.int64).min
+"""Label of an empty candidate slot: equal to no query label (unknown animals have negative labels)."""
 
 
 @dataclass(frozen=True)
 class RetrievalResults:
-    """Ranked gallery candidates of every query, plus what full-ranking metrics need.
+    """Ranked gallery candidates of every query, plus the full-ranking statistics metrics need.
+
+    Build it with :func:`~reid_lightning.retrieval.search` (embeddings) or :meth:`from_scores` (a matrix).
 
     Attributes:
-        candidate_indices: ``(Q, K)`` gallery indices in rank order (best first).
-        candidate_scores: ``(Q, K)`` their scores (higher = more similar).
-        gallery_labels: ``(G,)`` int labels of the gallery.
-        query_labels: ``(Q,)`` int labels of the queries, or None when unknown (prediction).
-        scores: optional full ``(Q, G)`` score matrix, needed for mAP over the whole gallery.
-        exclude: optional ``(Q, G)`` bool pairs left out of a query's gallery (leave-one-out self pairs).
+        candidate_indices: ``(Q, K)`` gallery indices in rank order (best first); -1 marks an empty slot (the
+            query has fewer than K rankable gallery items).
+        candidate_scores: ``(Q, K)`` their scores (higher = more similar; -inf for empty slots).
+        gallery_labels: ``(G,)`` int identity codes of the gallery (negative: unknown animal).
+        query_labels: ``(Q,)`` int identity codes of the queries, or None (new photos).
+        stats: per-query statistics of the full ranking (AP, maxF1, first positive rank), or None without labels.
+        source: the full score rows on demand (to recompute statistics after reranking), or None.
+        exclusion: pairs left out of the rankings (leave-one-out self pairs, same sequence), or None.
+        identity_names: identity code -> name, or None.
     """
 
     candidate_indices: Tensor
     candidate_scores: Tensor
     gallery_labels: Tensor
     query_labels: Tensor | None = None
-    scores: Tensor | None = None
-    exclude: Tensor | None = None
+    stats: QueryStats | None = None
+    source: ScoreSource | None = None
+    exclusion: Exclusion | None = None
+    identity_names: Mapping[int, str] | None = None
 
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_source(cls, source: ScoreSource, *, k: int, gallery_labels: LabelsLike,
+                    query_labels: LabelsLike | None = None, exclude: Exclusion | Tensor | None = None,
+                    identity_names: Mapping[int, str] | None = None,
+                    chunk_size: int | None = None) -> RetrievalResults:
+        """Top-``k`` candidates and full-ranking statistics of a score source, in one chunked pass."""
+        if not 1 <= k <= source.num_gallery:
+            raise ValueError(f"k={k} must be between 1 and the gallery size ({source.num_gallery})")
+        if len(gallery_labels) != source.num_gallery:
+            raise ValueError(f"gallery_labels has {len(gallery_labels)} entries for {source.num_gallery} gallery "
+                             "items (pass gallery_labels= and query_labels= by keyword)")
+        if query_labels is not None and len(query_labels) != source.num_queries:
+            raise ValueError(f"query_labels has {len(query_labels)} entries for {source.num_queries} queries")
+        exclusion = as_exclusion(exclude, source.num_queries, source.num_gallery)
+        gallery_codes, query_codes, names = encode(gallery_labels, query_labels, identity_names)
+        scores, indices, stats = stream(source, k=k, exclusion=exclusion, gallery_codes=gallery_codes,
+                                        query_codes=query_codes, chunk_size=chunk_size)
+        device = indices.device
+        return cls(candidate_indices=indices, candidate_scores=scores, gallery_labels=gallery_codes.to(device),
+                   query_labels=None if query_codes is None else query_codes.to(device), stats=stats,
+                   source=source, exclusion=exclusion, identity_names=names)
+
+    @classmethod
+    def from_scores(cls, scores: Tensor, *, gallery_labels: LabelsLike, query_labels: LabelsLike | None = None,
+                    k: int | None = None, exclude: Exclusion | Tensor | None = None,
+                    identity_names: Mapping[int, str] | None = None) -> RetrievalResults:
+        """Rank a full ``(Q, G)`` score matrix (ties keep gallery order; excluded pairs are never candidates)."""
+        scores = torch.as_tensor(scores)
+        return cls.from_source(DenseScores(scores), k=k or scores.shape[1], gallery_labels=gallery_labels,
+                               query_labels=query_labels, exclude=exclude, identity_names=identity_names)
+
+    # ------------------------------------------------------------------ reading
     @property
     def num_queries(self) -> int:
         return self.candidate_indices.shape[0]
 
     @property
-    def candidate_labels(self) -> Tensor:
-        """``(Q, K)`` gallery labels of the candidates."""
-        return self.gallery_labels[self.candidate_indices]
+    def num_candidates(self) -> int:
+        """K, the candidate slots per query."""
+        return self.candidate_indices.shape[1]
 
-    @classmethod
-    def from_scores(cls, scores: Tensor, *, gallery_labels: Tensor, query_labels: Tensor | None = None,
-                    top_k: int = 100, exclude: Tensor | None = None, keep_scores: bool = True) -> RetrievalResults:
-        """Rank a full ``(Q, G)`` score matrix; ties keep gallery order; excluded pairs are never candidates."""
-        ranked = scores if exclude is None else scores.masked_fill(exclude, float("-inf"))
-        k = min(top_k, scores.shape[1] - (1 if exclude is not None else 0))
-        candidate_scores, candidate_indices = torch.sort(ranked, dim=1, descending=True, stable=True)
-        return cls(
-            candidate_indices=candidate_indices[:, :k],
-            candidate_scores=candidate_scores[:, :k],
-            gallery_labels=gallery_labels,
-            query_labels=query_labels,
-            scores=scores if keep_scores else None,
-            exclude=exclude,
+    @property
+    def candidate_valid(self) -> Tensor:
+        """``(Q, K)`` bool: the slot holds a gallery item."""
+        return self.candidate_indices >= 0
+
+    @property
+    def candidate_labels(self) -> Tensor:
+        """``(Q, K)`` identity codes of the candidates (``NO_LABEL`` in empty slots)."""
+        labels = self.gallery_labels[self.candidate_indices.clamp(min=0)]
+        return labels.masked_fill(~self.candidate_valid, NO_LABEL)
+
+    @property
+    def hits(self) -> Tensor:
+        """``(Q, K)`` bool: the candidate shows the query's individual (unknown animals match nothing)."""
+        if self.query_labels is None:
+            raise ValueError("hits need the query identities; these results were searched without query_labels")
+        return (self.candidate_labels == self.query_labels[:, None]) & (self.query_labels[:, None] >= 0)
+
+    def names(self, codes: Tensor) -> np.ndarray:
+        """Identity names of identity codes (any shape); empty slots are ``""``, unnamed codes their number."""
+        lookup = self.identity_names or {}
+        flat = [("" if code == NO_LABEL else lookup.get(code, "unknown" if code < 0 else str(code)))
+                for code in codes.reshape(-1).tolist()]
+        return np.array(flat, dtype=object).reshape(tuple(codes.shape))
+
+    @property
+    def candidate_identities(self) -> np.ndarray:
+        """``(Q, K)`` identity names of the candidates."""
+        return self.names(self.candidate_labels)
+
+    def metrics(self, top_k: Sequence[int] = (1, 5), ignore_queries_without_positives: bool = False
+                ) -> dict[str, float]:
+        """top-k accuracies, mAP, maxF1 over the full ranking, plus ``num_queries``,
+        ``queries_without_positives`` and ``excluded_pairs``."""
+        if self.stats is None:
+            raise ValueError("metrics need the query identities; these results were searched without query_labels")
+        values = {name: value.item() for name, value in
+                  summarize(self.stats, top_k, ignore_queries_without_positives).items()}
+        values["excluded_pairs"] = len(self.exclusion) if self.exclusion is not None else 0
+        return values
+
+    def select(self, queries: Tensor | Sequence[int] | np.ndarray) -> RetrievalResults:
+        """The same results restricted to the queries ``queries`` (positions or a (Q,) bool mask), in that order."""
+        queries = torch.as_tensor(np.asarray(queries) if not isinstance(queries, Tensor) else queries)
+        if queries.dtype == torch.bool:
+            queries = queries.nonzero().flatten()
+        queries = queries.long().cpu()
+        if len(torch.unique(queries)) != len(queries):
+            raise ValueError("select() takes distinct query positions")
+        device = self.candidate_indices.device
+        return replace(
+            self,
+            candidate_indices=self.candidate_indices[queries.to(device)],
+            candidate_scores=self.candidate_scores[queries.to(device)],
+            query_labels=None if self.query_labels is None else self.query_labels[queries.to(device)],
+            stats=None if self.stats is None else self.stats.select(queries.to(self.stats.ap.device)),
+            source=None if self.source is None else self.source.select(queries),
+            exclusion=None if self.exclusion is None else self.exclusion.select(queries),
         )
 
-    def metrics(self, top_k: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-        """Top-k accuracy, mAP and maxF1 over the full ranking (needs ``scores`` and ``query_labels``)."""
-        if self.scores is None or self.query_labels is None:
-            raise ValueError("metrics need the full score matrix and the query labels (keep_scores=True)")
-        metric = RetrievalMetrics(top_k=top_k)
-        metric.update(self.scores, self.gallery_labels, self.query_labels, exclude=self.exclude)
-        return {name: value.item() for name, value in metric.compute().items()}
+    def to_frame(self, *, query_ids: Sequence | None = None, gallery_ids: Sequence | None = None) -> pd.DataFrame:
+        """One row per (query, rank): ``query``, ``rank`` (1-based), ``gallery``, ``score``, ``identity``, plus
+        ``query_identity`` and ``hit`` with labels; ``query_ids``/``gallery_ids`` replace positions by names."""
+        valid = self.candidate_valid.cpu()
+        query_pos, slot = valid.nonzero(as_tuple=True)
+        gallery_pos = self.candidate_indices.cpu()[query_pos, slot]
+        frame = pd.DataFrame({
+            "query": np.asarray(query_ids, dtype=object)[query_pos.numpy()] if query_ids is not None
+            else query_pos.numpy(),
+            "rank": slot.numpy() + 1,
+            "gallery": np.asarray(gallery_ids, dtype=object)[gallery_pos.numpy()] if gallery_ids is not None
+            else gallery_pos.numpy(),
+            "score": self.candidate_scores.cpu()[query_pos, slot].numpy(),
+            "identity": self.candidate_identities[query_pos.numpy(), slot.numpy()],
+        })
+        if self.query_labels is not None:
+            frame["query_identity"] = self.names(self.query_labels.cpu()[query_pos])
+            frame["hit"] = self.hits.cpu()[query_pos, slot].numpy()
+        return frame
 
+    # ------------------------------------------------------------------ reranking
     def rerank(self, shortlist_scores: Tensor) -> RetrievalResults:
         """Re-sort each query's first B candidates by new scores, keeping all of them above the untouched tail.
 
         Args:
             shortlist_scores: ``(Q, B)`` new scores of ``candidate_indices[:, :B]`` (e.g. fused calibrated
                 probabilities). NaN marks a pair no scorer could score: such pairs rank after the scored ones of
-                the shortlist, in their previous order, and never first.
+                the shortlist, in their previous order, and never first. Empty slots stay last.
 
         Returns:
             New results (this object is unchanged): candidates in the new order, ``candidate_scores`` holding the
-            new scores for the shortlist (NaN last) and the old ones for the tail, and a full score matrix whose
-            values order the shortlist above everything else (only its order is meaningful there).
+            new scores for the shortlist and the old ones for the tail, and the full-ranking statistics of the new
+            order (recomputed in one chunked pass when the score source is known).
         """
         num_queries, shortlist = shortlist_scores.shape
-        if num_queries != self.num_queries or shortlist > self.candidate_indices.shape[1]:
+        if num_queries != self.num_queries or shortlist > self.num_candidates:
             raise ValueError(
                 f"shortlist_scores is {tuple(shortlist_scores.shape)}; expected ({self.num_queries}, B) with B <= "
-                f"{self.candidate_indices.shape[1]} candidates"
+                f"{self.num_candidates} candidates"
             )
-        new_scores = shortlist_scores.to(self.candidate_scores.device, torch.float32)
-        scored = ~torch.isnan(new_scores)
-        # sort key: scored pairs by new score, then unscored pairs by their previous rank
-        previous_rank = torch.arange(shortlist, device=new_scores.device, dtype=torch.float32).expand_as(new_scores)
-        key = torch.where(scored, new_scores, torch.finfo(torch.float32).min / 2 - previous_rank)
+        device = self.candidate_indices.device
+        new_scores = shortlist_scores.to(device, torch.float32)
+        head = self.candidate_indices[:, :shortlist]
+        scored = ~torch.isnan(new_scores) & (head >= 0)
+        # sort key: scored pairs by new score, then unscored pairs by their previous rank, then empty slots
+        previous_rank = torch.arange(shortlist, device=device, dtype=torch.float32).expand_as(new_scores)
+        unscored_key = torch.finfo(torch.float32).min / 2 - previous_rank
+        key = torch.where(scored, new_scores, torch.where(head >= 0, unscored_key, float("-inf")))
         order = torch.sort(key, dim=1, descending=True, stable=True).indices
-        head_indices = self.candidate_indices[:, :shortlist].gather(1, order)
-        candidate_indices = torch.cat([head_indices, self.candidate_indices[:, shortlist:]], dim=1)
-        candidate_scores = torch.cat(
-            [new_scores.gather(1, order), self.candidate_scores[:, shortlist:].float()], dim=1
-        )
-        scores = None
-        if self.scores is not None:
-            scores = self.scores.clone().float()
-            scores.scatter_(1, head_indices, self._shortlist_values(shortlist))
-        return replace(self, candidate_indices=candidate_indices, candidate_scores=candidate_scores, scores=scores)
-
-    def _shortlist_values(self, shortlist: int) -> Tensor:
-        """Full-matrix scores for the re-sorted shortlist that keep its order and stay above every other score."""
-        tail = self.candidate_scores[:, shortlist:]
-        if self.scores is not None:
-            # everything outside the shortlist, not only the kept candidates, must stay below it
-            outside = self.scores.float().clone()
-            outside.scatter_(1, self.candidate_indices[:, :shortlist], float("-inf"))
-            if self.exclude is not None:
-                outside = outside.masked_fill(self.exclude, float("-inf"))
-            tail_top = outside.max(dim=1, keepdim=True).values
-        elif tail.shape[1]:
-            tail_top = tail.float().max(dim=1, keepdim=True).values
-        else:
-            tail_top = torch.zeros(self.num_queries, 1, device=tail.device)
-        tail_top = torch.where(torch.isfinite(tail_top), tail_top, 0.0)
-        # strictly decreasing steps of 1 above the tail: the order is all that matters past this point, and
-        # distinct values keep equal new scores in their sorted (previous) order
-        steps = torch.arange(shortlist, 0, -1, device=tail_top.device, dtype=torch.float32)
-        return tail_top + steps[None, :]
-
-    def to_dict(self, names: Any = None) -> dict[str, Any]:
-        """Plain lists for JSON/CSV; ``names`` maps int labels to identity names when given."""
-        labels = self.candidate_labels.tolist()
-        if names is not None:
-            labels = [[names[label] if label >= 0 else "unknown" for label in row] for row in labels]
-        return {
-            "candidate_indices": self.candidate_indices.tolist(),
-            "candidate_scores": self.candidate_scores.tolist(),
-            "candidate_labels": labels,
-        }
+        new_head = head.gather(1, order)
+        candidate_indices = torch.cat([new_head, self.candidate_indices[:, shortlist:]], dim=1)
+        head_scores = torch.where(head >= 0, new_scores, float("-inf")).gather(1, order)
+        candidate_scores = torch.cat([head_scores, self.candidate_scores[:, shortlist:].float()], dim=1)
+        source = stats = None
+        if self.source is not None:
+            source = ShortlistFirst(self.source, new_head)
+            if self.query_labels is not None:
+                _, _, stats = stream(source, k=None, exclusion=self.exclusion, gallery_codes=self.gallery_labels,
+                                     query_codes=self.query_labels)
+        return replace(self, candidate_indices=candidate_indices, candidate_scores=candidate_scores, source=source,
+                       stats=stats)

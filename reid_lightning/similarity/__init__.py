@@ -19,6 +19,7 @@ from .pairwise import (
     MatchPairs,
     PairMatches,
 )
+from .reranker import PairwiseReranker
 
 __all__ = [
     "Calibration",
@@ -33,6 +34,7 @@ __all__ = [
     "MatchPairs",
     "PairMatches",
     "PairScorer",
+    "PairwiseReranker",
     "calibration_pairs",
     "pair_hits",
     "reliability_diagram",

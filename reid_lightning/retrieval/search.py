@@ -1,0 +1,56 @@
+"""``search``: exact top-k candidates of every query, with the full-ranking metrics streamed in the same pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor
+
+from ..eval.labels import LabelsLike
+from ..eval.scores import Metric
+from .exclusion import Exclusion
+from .results import RetrievalResults
+from .scores import EmbeddingScores
+
+BACKENDS = ("torch",)
+
+
+def search(
+    query: Tensor,
+    gallery: Tensor,
+    *,
+    k: int,
+    metric: Metric = "cosine",
+    exclude: Exclusion | Tensor | None = None,
+    query_labels: LabelsLike | None = None,
+    gallery_labels: LabelsLike | None = None,
+    identity_names: Mapping[int, str] | None = None,
+    chunk_size: int | None = None,
+    backend: str = "torch",
+) -> RetrievalResults:
+    """Exact top-``k`` gallery candidates of every query, never holding the ``(Q, G)`` matrix when ``k < G``.
+
+    With labels, the full-ranking statistics (AP, maxF1, rank of the first positive) of every query are
+    computed in the same chunk loop, so ``results.metrics()`` is exact without the matrix.
+
+    Args:
+        query: ``(Q, D)`` query embeddings.
+        gallery: ``(G, D)`` gallery embeddings.
+        k: candidates kept per query (at most G).
+        metric: ``cosine``, ``inner``, ``euclid`` or ``sq_euclid`` (distances negated).
+        exclude: pairs left out of a query's ranking: an :class:`Exclusion`, ``(E, 2)`` pairs or a ``(Q, G)``
+            bool mask (e.g. the query itself in leave-one-out, images of its own camera-trap sequence).
+        query_labels: ``(Q,)`` identities of the queries (ints or strings), for metrics and hits.
+        gallery_labels: ``(G,)`` identities of the gallery items; required.
+        identity_names: code -> name of integer labels (string labels name themselves).
+        chunk_size: queries scored at once (default: about 4M scores per chunk).
+        backend: ``torch`` (exact, chunked).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown search backend {backend!r}; choose one of {list(BACKENDS)}")
+    if gallery_labels is None:
+        raise ValueError("search needs gallery_labels= (the identity of every gallery item)")
+    source = EmbeddingScores(query, gallery, metric)
+    return RetrievalResults.from_source(source, k=k, exclude=exclude, query_labels=query_labels,
+                                        gallery_labels=gallery_labels, identity_names=identity_names,
+                                        chunk_size=chunk_size)

@@ -1,0 +1,97 @@
+"""The chunk loop behind ``search`` and ``RetrievalResults``: candidates and full-ranking statistics in one pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from ..eval.labels import LabelsLike, encode_labels
+from ..eval.query_stats import QueryStats, _chunk_stats
+from .exclusion import Exclusion
+from .scores import ScoreSource
+
+ELEMENTS_PER_CHUNK = 2**22
+"""About this many scores are held at once (16 MiB of float32): memory is bounded by the chunk, not by Q x G."""
+
+
+def chunk_rows_for(num_queries: int, num_gallery: int, chunk_size: int | None) -> list[slice]:
+    """Query slices of ``chunk_size`` rows (default: about ``ELEMENTS_PER_CHUNK`` scores per chunk)."""
+    rows = chunk_size or max(1, ELEMENTS_PER_CHUNK // max(num_gallery, 1))
+    if rows < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    return [slice(start, min(start + rows, num_queries)) for start in range(0, num_queries, rows)]
+
+
+def as_exclusion(exclude: Exclusion | Tensor | None, num_queries: int, num_gallery: int) -> Exclusion | None:
+    """An :class:`Exclusion` from a dense ``(Q, G)`` bool mask, ``(E, 2)`` pairs, or an Exclusion."""
+    if exclude is None or isinstance(exclude, Exclusion):
+        if exclude is not None and (exclude.num_queries, exclude.num_gallery) != (num_queries, num_gallery):
+            raise ValueError(f"{exclude!r} does not fit {num_queries} queries x {num_gallery} gallery items")
+        return exclude
+    exclude = torch.as_tensor(exclude)
+    if exclude.dtype == torch.bool:
+        if tuple(exclude.shape) != (num_queries, num_gallery):
+            raise ValueError(f"exclude mask must be ({num_queries}, {num_gallery}), got {tuple(exclude.shape)}")
+        return Exclusion.from_mask(exclude)
+    return Exclusion(exclude, num_queries=num_queries, num_gallery=num_gallery)
+
+
+def stream(
+    source: ScoreSource,
+    *,
+    k: int | None,
+    exclusion: Exclusion | None = None,
+    gallery_codes: Tensor | None = None,
+    query_codes: Tensor | None = None,
+    chunk_size: int | None = None,
+) -> tuple[Tensor | None, Tensor | None, QueryStats | None]:
+    """One pass over ``source`` in query chunks: top-``k`` candidates (None: skip) and, with labels, the
+    per-query statistics of the full ranking. Excluded pairs are neither candidates nor counted.
+
+    Returns ``(candidate_scores (Q, k), candidate_indices (Q, k), stats)``; a query with fewer than ``k``
+    rankable gallery items has its last slots padded with index -1 and score -inf.
+    """
+    scores_parts, index_parts, stats_parts = [], [], []
+    for rows in chunk_rows_for(source.num_queries, source.num_gallery, chunk_size):
+        block = source.block(rows)
+        excluded = exclusion.mask(rows, device=block.device) if exclusion is not None else None
+        if excluded is not None:
+            block = block.masked_fill(excluded, float("-inf"))
+        if query_codes is not None:
+            targets = query_codes[rows].to(block.device)[:, None] == gallery_codes.to(block.device)[None, :]
+            if excluded is not None:
+                targets &= ~excluded
+            stats_parts.append(_chunk_stats(block, targets))
+        if k is not None:
+            values, indices = source.candidates(rows, block, k)
+            values = values.float()
+            # excluded (or unscorable) items are never candidates
+            indices = indices.masked_fill(values == float("-inf"), -1)
+            scores_parts.append(values)
+            index_parts.append(indices)
+    stats = QueryStats.cat(stats_parts) if stats_parts else None
+    if k is None:
+        return None, None, stats
+    if not index_parts:
+        empty = torch.empty(0, k)
+        return empty, empty.long(), stats
+    return torch.cat(scores_parts), torch.cat(index_parts), stats
+
+
+def encode(gallery_labels: LabelsLike, query_labels: LabelsLike | None,
+           identity_names: Mapping[int, str] | None) -> tuple[Tensor, Tensor | None, dict[int, str] | None]:
+    """Integer codes of both label sets (jointly) and the code -> name map (strings name themselves)."""
+    gallery_codes, query_codes = encode_labels(
+        gallery_labels=gallery_labels, query_labels=gallery_labels[:0] if query_labels is None else query_labels
+    )
+    if query_labels is None:
+        query_codes = None
+    names = dict(identity_names) if identity_names is not None else None
+    if names is None and not isinstance(gallery_labels, Tensor):
+        raw = [*list(gallery_labels), *([] if query_labels is None else list(query_labels))]
+        codes = [*gallery_codes.tolist(), *([] if query_codes is None else query_codes.tolist())]
+        if raw and isinstance(raw[0], str):
+            names = dict(zip(codes, map(str, raw)))
+    return gallery_codes, query_codes, names
