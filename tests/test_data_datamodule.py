@@ -63,7 +63,8 @@ def test_database_protocol_query_and_gallery_loaders(synthetic_root):
     for stage, loaders in (("val", module.val_dataloader()), ("test", module.test_dataloader())):
         assert len(loaders) == 2
         query, gallery = (collect(loader) for loader in loaders)
-        assert set(query) == {"image", "label", "index"}
+        assert set(query) == {"image", "label", "index", "group"}
+        assert (query["group"] == -1).all()  # no sequence column
         expected = [module.dataset(stage), module.dataset("train")]
         for batch, dataset in zip((query, gallery), expected, strict=True):
             assert batch["image"].shape == (len(dataset), 3, 24, 24)
@@ -194,3 +195,33 @@ def test_m_per_class_sampler_argument_errors():
     indices = np.array(list(sampler)).reshape(-1, 6)
     for batch in indices:
         assert sorted(np.bincount(labels[batch], minlength=3).tolist()) == [2, 2, 2]
+
+
+def test_eval_batches_carry_sequence_codes(tmp_path):
+    from PIL import Image
+
+    from reid_lightning.data import ReIDDataModule
+
+    rows = []
+    for i in range(24):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (8, 8), (i * 10, 0, 0)).save(path)
+        rows.append({"image_id": f"im{i}", "identity": f"id{i % 4}", "path": path.name,
+                     "sequence": "" if i % 5 == 0 else f"burst{i // 3}"})
+    frame = pd.DataFrame(rows)
+    frame.to_csv(tmp_path / "metadata.csv", index=False)
+    for exclude in (True, False):
+        module = ReIDDataModule(root=str(tmp_path), metadata="metadata.csv", image_size=8, batch_size=4,
+                                exclude_same_sequence=exclude)
+        module.setup("test")
+        sequences, groups = [], []
+        for dataset, loader in zip(module.eval_datasets("test"), module.test_dataloader()):
+            groups += torch.cat([batch["group"] for batch in loader]).tolist()
+            sequences += dataset.metadata["sequence"].fillna("").astype(str).tolist()
+        if not exclude:
+            assert set(groups) == {-1}
+            continue
+        assert [g == -1 for g in groups] == [s == "" for s in sequences]
+        # equal sequence names <=> equal codes, across the query and the gallery loader
+        pairs = set(zip(sequences, groups))
+        assert len(pairs) == len({s for s, _ in pairs}) == len({g for _, g in pairs})

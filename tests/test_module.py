@@ -98,3 +98,30 @@ def test_init_ckpt_loads_backbone_but_not_the_loss_head(tmp_path):
     torch.save({"state_dict": other.state_dict()}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="shapes differ"):
         ReIDModule(backbone="resnet10t", pretrained=False, init_ckpt=str(tmp_path / "other.ckpt"))
+
+
+def test_same_sequence_gallery_images_are_excluded_from_candidates_and_metrics():
+    gallery, gallery_labels, query, query_labels = problem(seed=2)
+    g = torch.Generator().manual_seed(3)
+    gallery_groups = torch.randint(-1, 4, (20,), generator=g)
+    query_groups = torch.randint(-1, 4, (9,), generator=g)
+    module = flatten_module()
+
+    def grouped(embeddings, labels, groups, order):
+        for batch in batches(embeddings, labels, order):
+            yield {**batch, "group": groups[batch["index"]]}
+
+    results, metrics = run_eval(module, [grouped(query, query_labels, query_groups, torch.arange(9)),
+                                         grouped(gallery, gallery_labels, gallery_groups, torch.arange(20))])
+    same = (query_groups[:, None] == gallery_groups[None, :]) & (query_groups[:, None] >= 0)
+    assert same.any()
+    valid = results.candidate_indices >= 0
+    rows = torch.arange(9)[:, None].expand_as(valid)
+    assert not same[rows[valid], results.candidate_indices[valid]].any()
+    scores = ev.pairwise_scores(query, gallery, "cosine")
+    aps = []
+    for i in range(9):
+        keep = ~same[i]
+        aps.append(ev.pr_metrics(scores[i : i + 1, keep], gallery_labels[keep], query_labels[i : i + 1])["AP"].item())
+    assert metrics["mAP"].item() == pytest.approx(sum(aps) / 9)
+    assert metrics["excluded_pairs"].item() == int(same.sum())

@@ -131,3 +131,84 @@ def test_sift_reranking_runs_offline_and_separates_individuals(tmp_path):
     same = results.hits[:, :SHORTLIST]
     assert same.any() and (~same).any()
     assert scores[same].mean() > scores[~same].mean()
+
+
+def test_shortlist_above_100_is_honoured_at_calibration_and_test(tmp_path):
+    scorer = PairRecorder()
+    callback = LocalFeatureReranking(scorers=[scorer], shortlist=150, include_global=False,
+                                     save_dir=str(tmp_path / "c"))
+    module = ReIDDataModule(root=str(tmp_path / "data"), synthetic=True, synthetic_individuals=22,
+                            synthetic_images_per_individual=12, synthetic_image_size=32, image_size=16,
+                            val_ratio=0.1, test_ratio=0.2, batch_size=64)
+    model = ReIDModule(backbone="resnet10t", pretrained=False, top_k=(1,))
+    trainer = L.Trainer(callbacks=[callback], logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path, accelerator="cpu")
+    trainer.test(model, datamodule=module)
+    assert len(module.dataset("train")) > 150
+    calibration_pairs, test_pairs = scorer.calls
+    for pairs, stage in ((calibration_pairs, "val"), (test_pairs, "test")):
+        per_query = torch.bincount(pairs[:, 0])
+        assert len(per_query) == len(module.dataset(stage))
+        assert (per_query == 150).all(), stage
+    assert model.evaluation_results().num_candidates == 150
+
+
+def test_calibration_scores_match_test_time_scores_under_bf16(tmp_path):
+    """The calibrator must be fitted on the global scores the module computes under the trainer's precision."""
+    callback = LocalFeatureReranking(scorers=[], shortlist=SHORTLIST, include_global=True,
+                                     save_dir=str(tmp_path / "c"))
+    fitted = []
+    original_fit = callback.reranker.fit
+
+    def recording_fit(results, *args, **kwargs):
+        fitted.append(results)
+        return original_fit(results, *args, **kwargs)
+
+    callback.reranker.fit = recording_fit
+    torch.manual_seed(0)
+    model = ReIDModule(backbone="resnet10t", pretrained=False, top_k=(1,))
+    data = datamodule(tmp_path)
+    options = {"logger": False, "enable_progress_bar": False, "accelerator": "cpu", "default_root_dir": tmp_path}
+    L.Trainer(callbacks=[callback], precision="bf16-mixed", **options).test(model, datamodule=data)
+
+    def validation_scores(precision):
+        L.Trainer(precision=precision, **options).validate(model, datamodule=data)
+        return model.evaluation_results().candidate_scores[:, :SHORTLIST]
+
+    bf16, fp32 = validation_scores("bf16-mixed"), validation_scores("32-true")
+    assert torch.equal(fitted[0].candidate_scores[:, :SHORTLIST], bf16)
+    assert (bf16 - fp32).abs().max() > 1e-4, "bf16 and fp32 scores must differ for this test to mean anything"
+
+
+def test_library_reranker_equals_the_callback(tmp_path):
+    from reid_lightning.features import DeepFeatures
+    from reid_lightning.retrieval import search
+    from reid_lightning.similarity import PairwiseReranker
+
+    callback = LocalFeatureReranking(scorers=[OracleScorer()], shortlist=SHORTLIST, include_global=True,
+                                     save_dir=str(tmp_path / "calibration"))
+    trainer, model = run_test(tmp_path, callback)
+    logged = trainer.callback_metrics
+
+    # the same chain in plain Python: embed -> search -> fit on validation -> rerank test
+    data = trainer.datamodule
+    embed = DeepFeatures(model, batch_size=8, progress=False)
+    gallery_dataset = data.dataset("train")
+    gallery = embed(gallery_dataset)
+
+    def results_of(split):
+        dataset = data.dataset(split)
+        return dataset, search(embed(dataset), gallery, k=SHORTLIST, query_labels=dataset.labels,
+                               gallery_labels=gallery_dataset.labels)
+
+    reranker = PairwiseReranker([OracleScorer()], shortlist=SHORTLIST, include_global=True)
+    reranker.fit(results_of("val")[1], data.dataset("val"), gallery_dataset)
+    test_dataset, test_results = results_of("test")
+    reranked = reranker(test_results, test_dataset, gallery_dataset).metrics(top_k=(1, SHORTLIST))
+    for name in ("top1", f"top{SHORTLIST}", "mAP", "maxF1"):
+        assert reranked[name] == pytest.approx(logged[f"test/reranked/{name}"].item(), abs=1e-6), name
+    # the saved calibrators load into a fresh reranker and give the same probabilities
+    loaded = PairwiseReranker([OracleScorer()], shortlist=SHORTLIST).load(tmp_path / "calibration")
+    probe = {"global": torch.tensor([[0.1, 0.5, 0.9]]), "oracle": torch.tensor([[0.0, 1.0, 1.0]])}
+    for name, values in loaded.calibrate(probe).items():
+        torch.testing.assert_close(values, reranker.calibrate(probe)[name])

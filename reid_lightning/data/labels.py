@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..eval.labels import factorize
+
 UNKNOWN = "unknown"
 """Identity name of animals whose individual is not known; such rows are never positives of anything."""
 
@@ -24,9 +26,9 @@ def encode_identities(
     """
     names = np.asarray(identities).astype(str)
     is_unknown = names == unknown
-    known_names, known_codes = np.unique(names[~is_unknown], return_inverse=True)
+    known_codes, known_names = factorize(names[~is_unknown])
     codes = np.empty(len(names), dtype=np.int64)
-    codes[~is_unknown] = known_codes.reshape(-1)
+    codes[~is_unknown] = known_codes
     unknown_codes = -np.arange(1, int(is_unknown.sum()) + 1, dtype=np.int64)
     codes[is_unknown] = unknown_codes
     code_to_name = {code: str(name) for code, name in enumerate(known_names)}

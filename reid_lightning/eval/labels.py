@@ -18,6 +18,12 @@ def _is_numeric_tensor_like(labels: LabelsLike) -> bool:
     return array.dtype.kind in "iub"
 
 
+def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes (N,) int64, uniques)``: equal values get equal codes ``0..U-1`` in sorted order of the values."""
+    uniques, codes = np.unique(np.asarray(values), return_inverse=True)
+    return codes.reshape(-1).astype(np.int64), uniques
+
+
 def encode_labels(
     *, gallery_labels: LabelsLike, query_labels: LabelsLike, device: torch.device | str | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -38,8 +44,7 @@ def encode_labels(
     gallery_array = np.asarray(gallery_labels.cpu() if isinstance(gallery_labels, Tensor) else gallery_labels)
     query_array = np.asarray(query_labels.cpu() if isinstance(query_labels, Tensor) else query_labels)
     joint = np.concatenate([gallery_array.reshape(-1).astype(str), query_array.reshape(-1).astype(str)])
-    _, codes = np.unique(joint, return_inverse=True)
-    codes = torch.from_numpy(codes.reshape(-1).astype(np.int64))
+    codes = torch.from_numpy(factorize(joint)[0])
     num_gallery = gallery_array.size
     return codes[:num_gallery].to(device), codes[num_gallery:].to(device)
 

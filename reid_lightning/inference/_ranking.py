@@ -1,12 +1,14 @@
-"""Input checks and NaN-aware top-k selection shared by the classifiers."""
+"""Input checks shared by the classifiers: database labels, similarity matrices, retrieval results."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
+
+from ..eval.ranking import stable_topk
+from ..retrieval import RetrievalResults
 
 
 def as_database_labels(labels: Any) -> np.ndarray:
@@ -15,11 +17,6 @@ def as_database_labels(labels: Any) -> np.ndarray:
     if labels.ndim != 1 or labels.size == 0:
         raise ValueError(f"database_labels must be a non-empty 1-D array (one per image), got {labels.shape}")
     return labels
-
-
-def label_codes(labels: np.ndarray) -> torch.Tensor:
-    """(G,) int64 code per label (equal labels, equal codes); works for any hashable labels."""
-    return torch.from_numpy(pd.factorize(labels, use_na_sentinel=False)[0].astype(np.int64))
 
 
 def as_similarity(similarity: Any, num_database: int) -> torch.Tensor:
@@ -38,34 +35,23 @@ def as_similarity(similarity: Any, num_database: int) -> torch.Tensor:
     return similarity if similarity.is_floating_point() else similarity.float()
 
 
-def mark_unscored(similarity: torch.Tensor) -> torch.Tensor:
-    """Copy of `similarity` with NaN (unscored) set to -inf, so it ranks last and counts as unscored."""
-    return similarity.masked_fill(torch.isnan(similarity), -torch.inf)
+def check_results(results: RetrievalResults, num_database: int) -> None:
+    """The results must rank the database of ``database_labels``."""
+    if results.gallery_labels.numel() != num_database:
+        raise ValueError(
+            f"the results rank a gallery of {results.gallery_labels.numel()} images but database_labels has "
+            f"{num_database} entries; pass the gallery's labels in gallery order"
+        )
 
 
-def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The `k` highest scores of each row, best first; equal scores rank by ascending column.
-
-    The column rule also decides which of several equal scores at the k-th place are kept, so the
-    result never depends on how `torch.topk` orders ties.
-
-    Args:
-        scores: (Q, N) scores.
-        k: number of entries kept, at most N.
-
-    Returns:
-        values: (Q, k) scores, descending.
-        columns: (Q, k) their column indices.
-    """
-    kth = scores.topk(k, dim=1).values[:, -1:]
-    above = scores > kth
-    tied = scores == kth
-    room = k - above.sum(dim=1, keepdim=True)
-    chosen = above | (tied & (tied.cumsum(dim=1) <= room))
-    columns = chosen.nonzero()[:, 1].view(-1, k)
-    values = scores.gather(1, columns)
-    by_value = values.argsort(dim=1, descending=True, stable=True)
-    return values.gather(1, by_value), columns.gather(1, by_value)
+def ranked_chunks(similarity: torch.Tensor, k: int, chunk_size: int):
+    """``(start, scores (q, k), indices (q, k), scored (q, k))`` per query chunk of a similarity matrix: the
+    ``k`` best database images, ties by ascending index; NaN and -inf are unscored (index -1)."""
+    for start in range(0, similarity.shape[0], chunk_size):
+        chunk = similarity[start : start + chunk_size]
+        scores, indices = stable_topk(chunk.masked_fill(torch.isnan(chunk), -torch.inf), k)
+        scored = scores > -torch.inf
+        yield start, scores, indices.masked_fill(~scored, -1), scored
 
 
 def unscored_rows_error(unscored: torch.Tensor, offset: int) -> ValueError:

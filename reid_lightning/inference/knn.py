@@ -1,4 +1,4 @@
-"""k-nearest-neighbour identity prediction from a similarity matrix."""
+"""k-nearest-neighbour identity prediction from a similarity matrix or retrieval results."""
 
 from __future__ import annotations
 
@@ -7,14 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from reid_lightning.inference._ranking import (
-    as_database_labels,
-    as_similarity,
-    label_codes,
-    mark_unscored,
-    top_k,
-    unscored_rows_error,
-)
+from ..eval.labels import factorize
+from ..eval.ranking import majority_vote
+from ..retrieval import RetrievalResults
+from ._ranking import as_database_labels, as_similarity, check_results, ranked_chunks, unscored_rows_error
 
 
 class KnnClassifier:
@@ -50,31 +46,35 @@ class KnnClassifier:
         self.k = k
         self.return_scores = return_scores
         self.chunk_size = chunk_size
-        self._codes = label_codes(self.database_labels)
+        self._codes = torch.from_numpy(factorize(self.database_labels)[0])
+
+    def _neighbours(self, similarity: Any):
+        if isinstance(similarity, RetrievalResults):
+            check_results(similarity, self.database_labels.size)
+            if similarity.num_candidates < self.k:
+                raise ValueError(f"the results hold {similarity.num_candidates} candidates per query, fewer than "
+                                 f"k={self.k}: search with a larger k")
+            indices = similarity.candidate_indices[:, : self.k]
+            yield 0, similarity.candidate_scores[:, : self.k], indices, indices >= 0
+            return
+        yield from ranked_chunks(as_similarity(similarity, self.database_labels.size), self.k, self.chunk_size)
 
     def __call__(self, similarity: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """
         Args:
-            similarity: (Q, G) scores (tensor or numpy), higher is more similar; (G,) for one query.
+            similarity: (Q, G) scores (tensor or numpy), higher is more similar; (G,) for one query; or
+                :class:`RetrievalResults` over this database (identical answers from its candidates).
 
         Returns:
             predictions: (Q,) labels, dtype of `database_labels`.
             scores: (Q,) prediction scores, only when `return_scores`.
         """
-        similarity = as_similarity(similarity, self.database_labels.size)
         winners, scores = [], []
-        for start in range(0, similarity.shape[0], self.chunk_size):
-            neighbour_scores, neighbours = top_k(
-                mark_unscored(similarity[start : start + self.chunk_size]), self.k
-            )
-            scored = neighbour_scores > -torch.inf
+        for start, neighbour_scores, neighbours, scored in self._neighbours(similarity):
             if not scored[:, 0].all():
                 raise unscored_rows_error(~scored[:, 0].cpu(), start)
-            codes = self._codes.to(neighbours.device)[neighbours]
-            same_label = codes[:, :, None] == codes[:, None, :]
-            votes = (same_label & scored[:, None, :]).sum(dim=2).masked_fill(~scored, -1)
-            # argmax returns the first maximum: the best-ranked neighbour among the tied labels.
-            winner = votes.argmax(dim=1, keepdim=True)
+            codes = self._codes.to(neighbours.device)[neighbours.clamp(min=0)]
+            winner = majority_vote(codes, voters=scored)[:, None]
             voters = (codes == codes.gather(1, winner)) & scored
             mean_score = neighbour_scores.masked_fill(~voters, 0).sum(dim=1) / voters.sum(dim=1)
             scores.append(mean_score.cpu())

@@ -1,4 +1,4 @@
-"""Top-k distinct identities per query."""
+"""Top-k distinct identities per query, from a similarity matrix or retrieval results."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from reid_lightning.inference._ranking import (
-    as_database_labels,
-    as_similarity,
-    label_codes,
-    mark_unscored,
-    top_k,
-)
+from ..eval.labels import factorize
+from ..eval.ranking import stable_topk
+from ..retrieval import RetrievalResults
+from ._ranking import as_database_labels, as_similarity, check_results
 
 
 class TopkClassifier:
@@ -51,26 +48,45 @@ class TopkClassifier:
         self.return_all = return_all
         self.pad_label = pad_label
         self.chunk_size = chunk_size
-        self._codes = label_codes(self.database_labels)
+        self._codes = torch.from_numpy(factorize(self.database_labels)[0])
         self._num_identities = int(self._codes.max()) + 1
 
     def __call__(self, similarity: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """
         Args:
-            similarity: (Q, G) scores (tensor or numpy), higher is more similar; (G,) for one query.
+            similarity: (Q, G) scores (tensor or numpy), higher is more similar; (G,) for one query; or
+                :class:`RetrievalResults` over this database (identical answers when its candidates hold `k`
+                distinct identities, or every rankable image, of each query).
 
         Returns:
             labels: (Q, k) identities, best first.
             scores: (Q, k) best similarity of each identity (NaN for padding), only with `return_all`.
             indices: (Q, k) database index of that best image (-1 for padding), only with `return_all`.
         """
-        similarity = as_similarity(similarity, self.database_labels.size)
+        if isinstance(similarity, RetrievalResults):
+            scores, indices = self._from_results(similarity)
+        else:
+            scores, indices = self._from_similarity(as_similarity(similarity, self.database_labels.size))
+        indices, scores = indices.numpy(), scores.numpy()
+        dtype = np.result_type(self.database_labels.dtype, np.asarray(self.pad_label).dtype)
+        labels = np.full(indices.shape, self.pad_label, dtype=dtype)
+        found_mask = indices >= 0
+        labels[found_mask] = self.database_labels[indices[found_mask]]
+        if self.return_all:
+            return labels, scores, indices
+        return labels
+
+    def _output(self, num_queries: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.full((num_queries, self.k), torch.nan, dtype=dtype),
+                torch.full((num_queries, self.k), -1, dtype=torch.long))
+
+    def _from_similarity(self, similarity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         num_queries, num_database = similarity.shape
-        indices = torch.full((num_queries, self.k), -1, dtype=torch.long)
-        scores = torch.full((num_queries, self.k), torch.nan, dtype=similarity.dtype)
+        scores, indices = self._output(num_queries, similarity.dtype)
         found = min(self.k, self._num_identities)
         for start in range(0, num_queries, self.chunk_size):
-            chunk = mark_unscored(similarity[start : start + self.chunk_size])
+            chunk = similarity[start : start + self.chunk_size]
+            chunk = chunk.masked_fill(torch.isnan(chunk), -torch.inf)
             codes = self._codes.to(chunk.device).expand_as(chunk)
             best = torch.full(
                 (chunk.shape[0], self._num_identities), -torch.inf, dtype=chunk.dtype, device=chunk.device
@@ -82,17 +98,38 @@ class TopkClassifier:
                 1, codes, candidate, reduce="amin"
             )
             representative = first_best.gather(1, codes) == columns
-            top_scores, top_images = top_k(chunk.masked_fill(~representative, -torch.inf), found)
+            top_scores, top_images = stable_topk(chunk.masked_fill(~representative, -torch.inf), found)
             scored = top_scores > -torch.inf
             rows = slice(start, start + chunk.shape[0])
             indices[rows, :found] = top_images.masked_fill(~scored, -1).cpu()
             scores[rows, :found] = top_scores.masked_fill(~scored, torch.nan).cpu()
+        return scores, indices
 
-        indices, scores = indices.numpy(), scores.numpy()
-        dtype = np.result_type(self.database_labels.dtype, np.asarray(self.pad_label).dtype)
-        labels = np.full((num_queries, self.k), self.pad_label, dtype=dtype)
-        found_mask = indices >= 0
-        labels[found_mask] = self.database_labels[indices[found_mask]]
-        if self.return_all:
-            return labels, scores, indices
-        return labels
+    def _from_results(self, results: RetrievalResults) -> tuple[torch.Tensor, torch.Tensor]:
+        check_results(results, self.database_labels.size)
+        candidates = results.candidate_indices.cpu()
+        valid = candidates >= 0
+        num_queries, num_candidates = candidates.shape
+        codes = torch.where(valid, self._codes[candidates.clamp(min=0)], self._num_identities)
+        positions = torch.arange(num_candidates).expand_as(candidates)
+        # an identity's best image is its first candidate
+        first = torch.full((num_queries, self._num_identities + 1), num_candidates).scatter_reduce(
+            1, codes, positions, reduce="amin")
+        representative = (first.gather(1, codes) == positions) & valid
+        found = min(self.k, num_candidates)
+        key = torch.where(representative, positions, num_candidates + positions)
+        slots = torch.topk(key, found, dim=1, largest=False).values
+        kept = slots < num_candidates
+        rankable = results.gallery_labels.numel() - (results.exclusion.per_query() if results.exclusion is not None
+                                                     else torch.zeros(num_queries, dtype=torch.long))
+        incomplete = (kept.sum(dim=1) < min(self.k, self._num_identities)) & (valid.sum(dim=1) < rankable)
+        if incomplete.any():
+            raise ValueError(
+                f"queries {incomplete.nonzero().flatten()[:10].tolist()} have fewer than k={self.k} distinct "
+                f"identities among their {num_candidates} candidates: search with a larger k"
+            )
+        slots = slots.clamp(max=num_candidates - 1)
+        scores, indices = self._output(num_queries, torch.float32)
+        indices[:, :found] = candidates.gather(1, slots).masked_fill(~kept, -1)
+        scores[:, :found] = results.candidate_scores.cpu().float().gather(1, slots).masked_fill(~kept, torch.nan)
+        return scores, indices
