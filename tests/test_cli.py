@@ -12,6 +12,11 @@ import timm
 import torch
 from timm.models import save_for_hf
 
+from reid_lightning.data import ReIDDataModule
+from reid_lightning.features import DeepFeatures
+from reid_lightning.models import ReIDModule
+from reid_lightning.retrieval import search
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -59,12 +64,28 @@ def test_fit_validate_test_predict(workdir):
 
     tested = results_of(run_cli(workdir, "test", "--ckpt_path", str(checkpoint)))
     assert tested["ckpt_path"] == str(checkpoint)
-    assert {"test/top1", "test/top5", "test/mAP", "test/maxF1", "test/num_queries"} <= set(tested["metrics"])
-    assert 0.0 <= tested["metrics"]["test/top1"] <= tested["metrics"]["test/top5"] <= 1.0
+    # the same numbers recomputed in plain Python from the checkpoint: embed -> search -> metrics
+    model = ReIDModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    data = ReIDDataModule(root=str(workdir / "data"), synthetic=True, synthetic_individuals=6,
+                          synthetic_images_per_individual=8, synthetic_image_size=32, image_size=32,
+                          test_ratio=0.3, val_ratio=0.15, batch_size=8)
+    data.setup("test")
+    embed = DeepFeatures(model, batch_size=8, progress=False)
+    test_images, gallery_images = data.dataset("test"), data.dataset("train")
+    test_embeddings = embed(test_images)
+    expected = search(test_embeddings, embed(gallery_images), k=5, query_labels=test_images.labels,
+                      gallery_labels=gallery_images.labels).metrics(top_k=(1, 5))
+    for name in ("top1", "top5", "mAP", "maxF1", "num_queries"):
+        assert tested["metrics"][f"test/{name}"] == pytest.approx(expected[name], abs=1e-5), name
 
     out = run_cli(workdir, "predict", "--ckpt_path", str(checkpoint))
-    saved = torch.load(out.strip().splitlines()[-1].removeprefix("embeddings written to "))
-    assert saved["embedding"].shape[0] == len(saved["image_id"]) == tested["metrics"]["test/num_queries"]
+    saved = torch.load(out.strip().splitlines()[-1].removeprefix("embeddings written to "), weights_only=True)
+    # every test image once, its embedding next to its own image_id
+    assert sorted(saved["image_id"]) == sorted(test_images.metadata["image_id"])
+    position = {image_id: i for i, image_id in enumerate(test_images.metadata["image_id"])}
+    order = [position[image_id] for image_id in saved["image_id"]]
+    torch.testing.assert_close(saved["embedding"], test_embeddings[order], atol=1e-5, rtol=1e-4)
+    assert saved["identity"] == test_images.metadata["identity"].iloc[order].tolist()
 
 
 def test_print_config_shows_checkpoint_defaults(workdir):

@@ -292,8 +292,8 @@ def test_exclude_mask_equals_removing_the_item():
 
 
 @pytest.mark.parametrize("case", ["ties", "infinite", "signed_zero", "constant", "float64", "integers"])
-def test_binned_counting_equals_plain_search(case):
-    from reid_lightning.eval.query_stats import _retrieved_by_search, retrieved_counts
+def test_binned_counting_equals_brute_force_counts(case):
+    from reid_lightning.eval.query_stats import retrieved_counts
 
     g = torch.Generator().manual_seed(7)
     scores = torch.rand(30, 500, generator=g)
@@ -316,7 +316,12 @@ def test_binned_counting_equals_plain_search(case):
     npos = targets.sum(1)
     positive_sorted = torch.where(targets, work, float("inf")).sort(dim=1).values[:, : int(npos.max())]
     valid = torch.arange(positive_sorted.shape[1])[None, :] < npos[:, None]
-    expected = _retrieved_by_search(work, positive_sorted, valid)
-    torch.testing.assert_close(retrieved_counts(work, positive_sorted, valid), expected)
+
+    def brute_force(values, positives):
+        # items scoring at least each positive, counted by direct comparison (0 for padding)
+        at_least = (values[:, None, :] >= positives[:, :, None]).sum(dim=2)
+        return torch.where(valid, at_least, 0)
+
+    torch.testing.assert_close(retrieved_counts(work, positive_sorted, valid), brute_force(work, positive_sorted))
     torch.testing.assert_close(retrieved_counts(work.float(), positive_sorted.float(), valid, num_bins=3),
-                               _retrieved_by_search(work.float(), positive_sorted.float(), valid))
+                               brute_force(work.float(), positive_sorted.float()))
