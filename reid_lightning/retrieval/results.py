@@ -54,9 +54,10 @@ class RetrievalResults:
                     query_labels: LabelsLike | None = None, exclude: Exclusion | Tensor | None = None,
                     identity_names: Mapping[int, str] | None = None,
                     chunk_size: int | None = None) -> RetrievalResults:
-        """Top-``k`` candidates and full-ranking statistics of a score source, in one chunked pass."""
-        if not 1 <= k <= source.num_gallery:
-            raise ValueError(f"k={k} must be between 1 and the gallery size ({source.num_gallery})")
+        """Top-``k`` candidates (at most G) and full-ranking statistics of a score source, in one chunked pass."""
+        if k < 1:
+            raise ValueError(f"k={k} must be at least 1")
+        k = min(k, source.num_gallery)
         if len(gallery_labels) != source.num_gallery:
             raise ValueError(f"gallery_labels has {len(gallery_labels)} entries for {source.num_gallery} gallery "
                              "items (pass gallery_labels= and query_labels= by keyword)")

@@ -36,7 +36,7 @@ def search(
     Args:
         query: ``(Q, D)`` query embeddings.
         gallery: ``(G, D)`` gallery embeddings.
-        k: candidates kept per query (at most G).
+        k: candidates kept per query (a larger k keeps all G).
         metric: ``cosine``, ``inner``, ``euclid`` or ``sq_euclid`` (distances negated).
         exclude: pairs left out of a query's ranking: an :class:`Exclusion`, ``(E, 2)`` pairs or a ``(Q, G)``
             bool mask (e.g. the query itself in leave-one-out, images of its own camera-trap sequence).
