@@ -81,7 +81,7 @@ class ReIDModule(L.LightningModule):
             top_k: the k of every top-k accuracy logged.
             candidates: gallery candidates kept per query in the evaluation results (a reranking callback raises
                 it to its shortlist); the logged metrics always rank the whole gallery.
-            eval_chunk_size: queries scored at once during evaluation (None: about 4M scores per chunk; bounds
+            eval_chunk_size: queries scored at once during evaluation (None: about 8M scores per chunk; bounds
                 memory).
         """
         super().__init__()

@@ -43,7 +43,7 @@ def search(
         query_labels: ``(Q,)`` identities of the queries (ints or strings), for metrics and hits.
         gallery_labels: ``(G,)`` identities of the gallery items; required.
         identity_names: code -> name of integer labels (string labels name themselves).
-        chunk_size: queries scored at once (default: about 4M scores per chunk).
+        chunk_size: queries scored at once (default: about 8M scores per chunk).
         backend: ``torch`` (exact, chunked).
     """
     if backend not in BACKENDS:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ctypes
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -12,8 +13,26 @@ from ..eval.query_stats import QueryStats, _chunk_stats
 from .exclusion import Exclusion
 from .scores import ScoreSource
 
-ELEMENTS_PER_CHUNK = 2**22
-"""About this many scores are held at once (16 MiB of float32): memory is bounded by the chunk, not by Q x G."""
+ELEMENTS_PER_CHUNK = 2**23
+"""About this many scores are held at once (32 MiB of float32): memory is bounded by the chunk, not by Q x G."""
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):  # not glibc: nothing to trim
+        return None
+    return lambda: trim(0)
+
+
+_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand the chunk's freed temporaries back to the OS: glibc otherwise keeps growing its heap chunk after
+    chunk (measured: 1.2x the dense matrix at 2k x 200k instead of 0.05x)."""
+    if _TRIM is not None:
+        _TRIM()
 
 
 def chunk_rows_for(num_queries: int, num_gallery: int, chunk_size: int | None) -> list[slice]:
@@ -71,6 +90,7 @@ def stream(
             indices = indices.masked_fill(values == float("-inf"), -1)
             scores_parts.append(values)
             index_parts.append(indices)
+        release_freed_memory()
     stats = QueryStats.cat(stats_parts) if stats_parts else None
     if k is None:
         return None, None, stats
