@@ -94,12 +94,13 @@ def main() -> None:
                                str(args.dim), "--k", str(args.k)], capture_output=True, text=True, check=True)
         rows[method] = json.loads(done.stdout.strip().splitlines()[-1])
     new, old = (torch.load(f"/tmp/bench_search_{m.replace('+', '_')}.pt") for m in METHODS)
-    same_candidates = bool(torch.equal(new, old))
+    # cosine scores are rounded differently (norm division vs normalised copies): near-ties may swap
+    same_rows = (new == old).all(dim=1).float().mean().item()
     for name in ("top1", "top5", "mAP", "maxF1"):
         a, b = rows["search"]["metrics"][name], rows["concatenate+sort"]["metrics"][name]
         assert abs(a - b) < 1e-6, (name, a, b)
     print(f"{num_queries} queries x {num_gallery} gallery, {args.dim}-d, k={args.k}; dense (Q, G) float32 = "
-          f"{dense_mib:.0f} MiB; {torch.get_num_threads()} threads; candidates equal: {same_candidates}")
+          f"{dense_mib:.0f} MiB; {torch.get_num_threads()} threads; identical candidate lists: {same_rows:.3f}")
     print(f"{'method':>18} {'seconds':>8} {'extra MiB':>10} {'x dense':>8} {'time ratio':>10}")
     reference = rows["concatenate+sort"]["seconds"]
     for method, row in rows.items():
