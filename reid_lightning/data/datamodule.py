@@ -12,12 +12,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset
 
-from .dataset import ImageDataset
-from .labels import contiguous_classes
-from .metadata import load_metadata
+from ..rundir import run_log_dir, write_new_file
+from .dataset import IMG_LOAD_MODES, ImageDataset
+from .labels import UNKNOWN_MARKERS, contiguous_classes
+from .metadata import find_metadata_csv, load_metadata
 from .samplers import m_per_class_sampler
 from .splits import SPLIT_NAMES, check_split_arguments, split_metadata
 from .transforms import build_transforms
+from .validation import BAD_IMAGE_POLICIES, bad_images_message, check_images
 
 DEFAULT_SYNTHETIC_ROOT = Path(".cache/reid_lightning/synthetic")
 PROTOCOLS = ("database", "leave_one_out")
@@ -74,7 +76,11 @@ class ReIDDataModule(L.LightningDataModule):
         image_size: input size overriding the backbone's.
         mean: normalisation mean overriding the backbone's.
         std: normalisation standard deviation overriding the backbone's.
-        img_load: full images, or bbox to crop the metadata's bounding boxes.
+        img_load: auto (crop to the bbox column when the metadata has one, else full images), full, or bbox.
+        on_bad_image: what to do with rows whose image is missing, empty, undecodable or whose bbox misses
+            the image (all are checked at set-up): error (list them all and stop) or skip (leave them out,
+            listed in skipped_images.csv in the log dir).
+        unknown_markers: identity names meaning "individual not known" (case and spaces ignored).
         randaugment: use RandAugment in training.
         randaugment_num_ops: RandAugment operations per image.
         randaugment_magnitude: RandAugment magnitude (0-30).
@@ -103,7 +109,9 @@ class ReIDDataModule(L.LightningDataModule):
         image_size: int | None = None,
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
-        img_load: str = "full",
+        img_load: str = "auto",
+        on_bad_image: str = "error",
+        unknown_markers: tuple[str, ...] = UNKNOWN_MARKERS,
         randaugment: bool = True,
         randaugment_num_ops: int = 2,
         randaugment_magnitude: int = 9,
@@ -122,6 +130,10 @@ class ReIDDataModule(L.LightningDataModule):
         check_split_arguments(split, test_ratio, val_ratio, open_ratio)
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol={protocol!r} is not supported; choose one of {list(PROTOCOLS)}")
+        if img_load not in IMG_LOAD_MODES:
+            raise ValueError(f"img_load={img_load!r} is not supported; choose one of {list(IMG_LOAD_MODES)}")
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image={on_bad_image!r}: choose one of {list(BAD_IMAGE_POLICIES)}")
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
         if m_per_class is not None and (m_per_class < 1 or batch_size % m_per_class):
@@ -137,6 +149,9 @@ class ReIDDataModule(L.LightningDataModule):
         self.protocol = protocol
         self.image_size, self.mean, self.std = image_size, mean, std
         self.img_load = img_load
+        self.on_bad_image = on_bad_image
+        self.unknown_markers = tuple(unknown_markers)
+        self.skipped_images = pd.DataFrame()
         self.augmentation = {
             "randaugment": randaugment,
             "randaugment_num_ops": randaugment_num_ops,
@@ -194,12 +209,14 @@ class ReIDDataModule(L.LightningDataModule):
         if self.synthetic:
             self._write_synthetic()
 
-    def _resolve_source(self) -> tuple[str | Path | pd.DataFrame, Path | None]:
+    def _resolve_source(self) -> tuple[Path | pd.DataFrame, Path | None]:
         if self.synthetic:
             return self._write_synthetic()
         root = Path(self.root) if self.root is not None else None
         if isinstance(self.metadata, pd.DataFrame):
             return self.metadata, root
+        if root is not None and not root.is_dir():
+            raise FileNotFoundError(f"data root '{root}' (--data.root) is not a folder; set it to the image folder")
         if self.metadata is None:
             csv = root / "metadata.csv"  # type: ignore[operator]
             if not csv.is_file():
@@ -207,25 +224,36 @@ class ReIDDataModule(L.LightningDataModule):
                     f"no metadata given and '{csv}' does not exist; pass metadata=<csv path>, or "
                     "synthetic=True for the demo set"
                 )
-            return csv, root
-        if root is None:  # paths in a CSV are most naturally relative to the CSV itself
-            return Path(self.metadata), Path(self.metadata).resolve().parent
-        return self.metadata, root
+            return csv.resolve(), root
+        csv = find_metadata_csv(self.metadata, root).resolve()
+        # paths in a CSV are most naturally relative to the CSV itself
+        return csv, root if root is not None else csv.parent
 
     def setup(self, stage: str | None = None) -> None:
-        """Load and validate the metadata, split it and index the images (once)."""
+        """Load and validate the metadata and every image, split it and index the images (once)."""
         if self._images is not None:
             return
         source, root = self._resolve_source()
-        df = load_metadata(source, root)
+        csv_path = None if isinstance(source, pd.DataFrame) else source
+        df = load_metadata(source, root, check_files=False, unknown_markers=self.unknown_markers)
+        img_load = "bbox" if self.img_load == "auto" and "bbox" in df.columns else self.img_load
+        bad = check_images(df, root, img_load=img_load, csv_path=csv_path, progress=self._is_reporter())
+        if len(bad):
+            message = bad_images_message(bad, len(df), f"metadata '{csv_path or 'DataFrame'}'", csv_path)
+            if self.on_bad_image == "error":
+                raise ValueError(message)
+            rank_zero_warn(message.rsplit("\n", 1)[0] + f"\non_bad_image='skip': these {len(bad)} rows are left out")
+            df = df.drop(index=bad["row"])
+        self.skipped_images = bad
+        # split on positions 0..M-1; the dataset keeps the metadata rows for its messages
         splits = split_metadata(
-            df, self.split, test_ratio=self.test_ratio, val_ratio=self.val_ratio, open_ratio=self.open_ratio,
-            seed=self.seed,
+            df.reset_index(drop=True), self.split, test_ratio=self.test_ratio, val_ratio=self.val_ratio,
+            open_ratio=self.open_ratio, seed=self.seed,
         )
         if splits["train"].empty:
             raise ValueError(f"split '{self.split}' left no training images; lower test_ratio/val_ratio")
         self.root = str(root) if root is not None else None
-        self._images = ImageDataset(df, root=root, img_load=self.img_load)
+        self._images = ImageDataset(df, root=root, img_load=img_load)
         self._positions = {name: frame.index.to_numpy() for name, frame in splits.items()}
         train_codes = self._images.labels[self._positions["train"]]
         self._class_index, self._class_codes = contiguous_classes(train_codes)
@@ -238,6 +266,22 @@ class ReIDDataModule(L.LightningDataModule):
                         f"(split='{self.split}'), so database retrieval cannot find any match; use "
                         "protocol='leave_one_out' for identity-disjoint splits"
                     )
+        self._report()
+
+    def _is_reporter(self) -> bool:
+        return self.trainer is not None and self.trainer.is_global_zero
+
+    def _report(self) -> None:
+        """Print the data summary in a trainer's run and write it (and the skipped rows) to its log dir."""
+        if not self._is_reporter():
+            return
+        summary = self.summary()
+        log_dir = run_log_dir(self.trainer)
+        written = write_new_file(log_dir / "data_summary.txt", (summary + "\n").encode())
+        print(f"{summary}\ndata summary written to {written}")
+        if len(self.skipped_images):
+            skipped = write_new_file(log_dir / "skipped_images.csv", self.skipped_images.to_csv(index=False).encode())
+            print(f"{len(self.skipped_images)} rows with unusable images skipped; listed in {skipped}")
 
     def _require_setup(self) -> ImageDataset:
         if self._images is None:
@@ -332,13 +376,15 @@ class ReIDDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------------------------------- report
     def summary(self) -> str:
-        """Images, identities and unknown animals per split; queries whose identity is not in the gallery."""
+        """Images, identities, single-image identities and unknown animals per split; queries whose identity
+        is not in the gallery; rows skipped as bad images."""
         images = self._require_setup()
-        lines = [f"{'split':<6} {'images':>7} {'identities':>10} {'unknown':>8}"]
+        lines = [f"{'split':<6} {'images':>7} {'identities':>10} {'single-image':>12} {'unknown':>8}"]
         for name in SPLIT_NAMES:
             codes = images.labels[self._positions[name]]
-            known = codes[codes >= 0]
-            lines.append(f"{name:<6} {len(codes):>7} {len(np.unique(known)):>10} {int((codes < 0).sum()):>8}")
+            identities, counts = np.unique(codes[codes >= 0], return_counts=True)
+            lines.append(f"{name:<6} {len(codes):>7} {len(identities):>10} {int((counts == 1).sum()):>12} "
+                         f"{int((codes < 0).sum()):>8}")
         for stage in ("val", "test"):
             codes = images.labels[self._positions[stage]]
             if self.protocol == "database":
@@ -353,4 +399,7 @@ class ReIDDataModule(L.LightningDataModule):
                 f"identity in the gallery; {gallery}"
             )
         lines.append(f"training classes: {self.num_classes}")
+        lines.append(f"unknown identity: {int((images.labels < 0).sum())} rows (markers {list(self.unknown_markers)}, "
+                     "case and spaces ignored)")
+        lines.append(f"skipped as bad images: {len(self.skipped_images)} rows (on_bad_image='{self.on_bad_image}')")
         return "\n".join(lines)
