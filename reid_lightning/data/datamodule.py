@@ -170,6 +170,8 @@ class ReIDDataModule(L.LightningDataModule):
             "image_size": synthetic_image_size,
         }
         self._backbone_config: dict | None = None
+        self._train_generator: torch.Generator | None = None
+        self._pending_generator_state: torch.Tensor | None = None
         self._images: ImageDataset | None = None
         self._positions: dict[str, np.ndarray] = {}
         self._class_index = np.empty(0, dtype=np.int64)
@@ -343,14 +345,34 @@ class ReIDDataModule(L.LightningDataModule):
         return self._loader(samples, batch_size=self.eval_batch_size, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
-        """Augmented training images; an incomplete last batch is dropped (one image breaks BatchNorm)."""
+        """Augmented training images; an incomplete last batch is dropped (one image breaks BatchNorm).
+
+        The shuffling (and the loader workers' seeds) come from the loader's own generator, whose state is
+        part of :meth:`state_dict`, so a resumed fit draws the same batches as an uninterrupted one.
+        """
         samples = ReIDSamples(self.dataset("train", train_transform=True), self._class_index)
+        self._train_generator = torch.Generator()
+        if self._pending_generator_state is not None:
+            self._train_generator.set_state(self._pending_generator_state)
+            self._pending_generator_state = None
+        else:  # seeded from the global generator, so that seed_everything decides the order
+            self._train_generator.manual_seed(int(torch.randint(2**62, ()).item()))
         if self.m_per_class is not None:
             sampler = m_per_class_sampler(self._class_index, m=self.m_per_class, batch_size=self.batch_size)
-            return self._loader(samples, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+            return self._loader(samples, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                                generator=self._train_generator)
         return self._loader(
-            samples, batch_size=self.batch_size, shuffle=True, drop_last=len(samples) > self.batch_size
+            samples, batch_size=self.batch_size, shuffle=True, drop_last=len(samples) > self.batch_size,
+            generator=self._train_generator,
         )
+
+    def state_dict(self) -> dict:
+        """The training loader's generator state (saved in checkpoints for an exact resume)."""
+        return {} if self._train_generator is None else {"train_generator": self._train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the training loader's generator; applied when the training loader is next created."""
+        self._pending_generator_state = state_dict.get("train_generator")
 
     def gallery_dataloader(self) -> DataLoader:
         """All training images with the evaluation transform (the database of known individuals)."""

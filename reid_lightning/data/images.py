@@ -29,7 +29,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     else:  # unknown range (signed 32-bit, float outside [0, 1]): stretch what is there
         low, high = values.min(), values.max()
         scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    return Image.fromarray(np.round(scaled * 255).astype(np.uint8), mode="L")
+    return Image.fromarray(np.round(scaled * 255).astype(np.uint8))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
