@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from reid_lightning.data import make_synthetic_individuals
 
 REPO = Path(__file__).resolve().parent.parent
-EPOCHS = 4
+EPOCHS = 3
 
 
 def fit_command(data: Path, *extra: str) -> list[str]:
@@ -23,7 +24,7 @@ def fit_command(data: Path, *extra: str) -> list[str]:
         sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "demo.yaml"),
         "--model.backbone", "resnet10t", "--model.pretrained", "false",
         "--data.root", str(data), "--data.synthetic", "true", "--data.synthetic_individuals", "4",
-        "--data.synthetic_images_per_individual", "8", "--data.synthetic_image_size", "32",
+        "--data.synthetic_images_per_individual", "6", "--data.synthetic_image_size", "32",
         "--data.image_size", "32", "--data.batch_size", "4", "--trainer.max_epochs", str(EPOCHS),
         "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", *extra,
     ]
@@ -65,9 +66,10 @@ def final_metrics(folder: Path) -> pd.Series:
     return logged.dropna(subset=["val/mAP"]).sort_values("epoch").iloc[-1]
 
 
+@pytest.mark.slow
 def test_killed_fit_resumes_exactly(tmp_path):
     data = tmp_path / "data"
-    make_synthetic_individuals(data, num_individuals=4, images_per_individual=8, image_size=32)
+    make_synthetic_individuals(data, num_individuals=4, images_per_individual=6, image_size=32)
     env = environment(tmp_path)
     run_fit(tmp_path / "whole", data, env)
 
