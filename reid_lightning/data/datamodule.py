@@ -238,10 +238,14 @@ class ReIDDataModule(L.LightningDataModule):
         source, root = self._resolve_source()
         csv_path = None if isinstance(source, pd.DataFrame) else source
         df = load_metadata(source, root, check_files=False, unknown_markers=self.unknown_markers)
-        img_load = "bbox" if self.img_load == "auto" and "bbox" in df.columns else self.img_load
+        if self.img_load == "auto":
+            img_load = "bbox" if "bbox" in df.columns else "full"
+        else:
+            img_load = self.img_load
         bad = check_images(df, root, img_load=img_load, csv_path=csv_path, progress=self._is_reporter())
         if len(bad):
-            message = bad_images_message(bad, len(df), f"metadata '{csv_path or 'DataFrame'}'", csv_path)
+            source_name = "metadata DataFrame" if csv_path is None else f"metadata '{csv_path}'"
+            message = bad_images_message(bad, len(df), source_name, csv_path)
             if self.on_bad_image == "error":
                 raise ValueError(message)
             rank_zero_warn(message.rsplit("\n", 1)[0] + f"\non_bad_image='skip': these {len(bad)} rows are left out")
