@@ -1,11 +1,15 @@
 """LightningCLI wiring: ``python train.py fit|validate|test|predict --config configs/...``.
 
 Every ``validate``/``test`` run writes its final metrics to ``results.json`` in the run's log dir and prints
-that path on its last line; ``predict`` writes the embeddings of the predict set next to it.
+that path on its last line; ``predict`` writes the embeddings of the predict set next to it. Files are written
+atomically and never replace another run's (``results-1.json`` ... when the name is taken, e.g. in a shared
+log dir). Checkpoints carry the random states (:class:`RandomState`) so that ``fit --ckpt_path`` resumes
+exactly, and every ``--ckpt_path`` is read with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -14,9 +18,10 @@ from typing import Any
 import torch
 from lightning.pytorch.cli import LightningCLI
 
-from .callbacks import LastCheckpoint
+from .callbacks import LastCheckpoint, RandomState
 from .data import ReIDDataModule
 from .models import ReIDModule
+from .rundir import run_log_dir, write_new_file
 
 CHECKPOINT_DEFAULTS = {
     "checkpoint.dirpath": "checkpoints",
@@ -43,7 +48,16 @@ class ReIDCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RandomState, "random_state")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
+
+    def _load_weights_only(self) -> None:
+        # a --ckpt_path is a file the user passes: never unpickle code from it (torch < 2.6 defaults to False)
+        config = self.config_init[self.subcommand]
+        if config.get("weights_only") is None:
+            config["weights_only"] = True
+
+    before_fit = before_validate = before_test = before_predict = _load_weights_only
 
     def after_validate(self) -> None:
         self.last_results_path = write_results(self.trainer, "validate", self._ckpt_path())
@@ -61,12 +75,6 @@ class ReIDCLI(LightningCLI):
         return self.trainer.predict_loop.predictions
 
 
-def _log_dir(trainer) -> Path:
-    log_dir = Path(trainer.log_dir or trainer.default_root_dir).resolve()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    return log_dir
-
-
 def _plain(value: Any) -> float | int:
     number = value.item() if isinstance(value, torch.Tensor) else value
     if isinstance(number, float) and number.is_integer() and not math.isnan(number):
@@ -79,9 +87,10 @@ def write_results(trainer, stage: str, ckpt_path: str | None) -> Path:
     prefix = "val/" if stage == "validate" else "test/"
     metrics = {name: _plain(value) for name, value in sorted(trainer.callback_metrics.items())
                if name.startswith(prefix)}
-    path = _log_dir(trainer) / "results.json"
+    path = run_log_dir(trainer) / "results.json"
     if trainer.is_global_zero:
-        path.write_text(json.dumps({"stage": stage, "ckpt_path": ckpt_path, "metrics": metrics}, indent=2))
+        record = {"stage": stage, "ckpt_path": ckpt_path, "metrics": metrics}
+        path = write_new_file(path, json.dumps(record, indent=2).encode())
         width = max((len(name) for name in metrics), default=10)
         print(f"\n{'metric':<{width}}  value")
         for name, value in metrics.items():
@@ -98,10 +107,12 @@ def write_embeddings(trainer, predictions: list) -> Path:
     dataset = trainer.datamodule.dataset("test")
     order = torch.argsort(indices)
     metadata = dataset.metadata.iloc[indices[order].numpy()]
-    path = _log_dir(trainer) / "embeddings.pt"
+    path = run_log_dir(trainer) / "embeddings.pt"
     if trainer.is_global_zero:
+        buffer = io.BytesIO()
         torch.save({"image_id": metadata["image_id"].tolist(), "identity": metadata["identity"].tolist(),
-                    "embedding": embeddings[order]}, path)
+                    "embedding": embeddings[order]}, buffer)
+        path = write_new_file(path, buffer.getvalue())
         print(f"embeddings written to {path}")
     return path
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from reid_lightning.data import ReIDDataModule, m_per_class_sampler, make_synthetic_individuals
+from reid_lightning.models import ReIDModule
 
 SYNTHETIC = {"synthetic_individuals": 6, "synthetic_images_per_individual": 5, "synthetic_image_size": 32}
 
@@ -111,7 +112,8 @@ def test_summary_counts_and_unmatched_queries(synthetic_root):
     absent = int((~np.isin(test.labels, module.class_codes)).sum())
     assert absent == 10  # round(6 * 0.34) = 2 open identities, 5 images each
     lines = module.summary().splitlines()
-    assert lines[1].split() == ["train", str(len(module.dataset("train"))), "4", "0"]
+    # split, images, identities, single-image identities, unknown
+    assert lines[1].split() == ["train", str(len(module.dataset("train"))), "4", "0", "0"]
     assert lines[3].split()[:2] == ["test", str(len(test))]
     assert f"{len(test)} queries, {absent} without their identity" in lines[5]
 
@@ -153,35 +155,19 @@ def test_clear_errors(synthetic_root, tmp_path):
         ReIDDataModule(root=str(tmp_path)).setup()
 
 
-class TinyModel(L.LightningModule):
-    """Consumes the batches the way a re-identification module does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(3, 8)
-        self.seen: dict[int, int] = {}
-
-    def setup(self, stage: str) -> None:
-        self.trainer.datamodule.set_data_config(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
-
-    def training_step(self, batch, batch_idx):
-        return torch.nn.functional.cross_entropy(self.layer(batch["image"].mean((2, 3))), batch["label"] % 8)
-
-    def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        assert batch["image"].shape[-2:] == (16, 16)
-        self.seen[dataloader_idx] = self.seen.get(dataloader_idx, 0) + len(batch["index"])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-def test_lightning_trainer_runs_the_loaders(synthetic_root):
+def test_lightning_trainer_runs_the_loaders(synthetic_root, tmp_path):
     data = ReIDDataModule(root=str(synthetic_root), synthetic=True, batch_size=4, val_ratio=0.2, **SYNTHETIC)
-    model = TinyModel()
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    # the backbone's own input size (32 px, not the module's 224 px default) must reach the loaders
+    model = ReIDModule(backbone="resnet10t", pretrained=False, loss="softmax", scheduler="none",
+                       backbone_init_args={"pretrained_cfg_overlay": {"input_size": (3, 32, 32)}})
+    trainer = L.Trainer(max_epochs=1, logger=False, default_root_dir=tmp_path, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        accelerator="cpu")
     trainer.fit(model, datamodule=data)
-    assert model.seen == {0: len(data.dataset("val")), 1: len(data.dataset("train"))}
+    assert data.data_config["size"] == (32, 32)
+    assert next(iter(data.train_dataloader()))["image"].shape == (4, 3, 32, 32)
+    assert model.hparams.num_classes == data.num_classes == 6
+    assert trainer.callback_metrics["val/num_queries"] == len(data.dataset("val"))
 
 
 def test_m_per_class_sampler_argument_errors():

@@ -11,9 +11,12 @@ import timm
 import torch
 import torchvision.transforms as T
 from PIL import Image
+from sklearn.neighbors import KNeighborsClassifier
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from reid_lightning.data import ImageDataset, build_transforms, data_config_from_backbone
+from reid_lightning.inference.knn import KnnClassifier
+from reid_lightning.similarity.cosine import CosineSimilarity
 
 
 def gradient(width: int = 20, height: int = 12) -> np.ndarray:
@@ -53,9 +56,14 @@ def test_items_labels_and_rgb_loading(tmp_path, image_set):
 
 
 def test_seed_style_knn_with_labels_string(tmp_path, image_set):
-    dataset = ImageDataset(image_set, tmp_path)
-    database, query = dataset.get_subset([0, 1]), dataset.get_subset([3])
-    predictions = database.labels_string[[0]]  # nearest neighbour of the query is database item 0
+    # the seed's usage: k-NN over embeddings of a database subset, predictions compared to labels_string
+    dataset = ImageDataset(image_set, tmp_path, transform=T.Compose([T.Resize((12, 20)), T.ToTensor()]))
+    database, query = dataset.get_subset([0, 1, 2]), dataset.get_subset([3, 1])
+    embed = lambda subset: torch.stack([subset[i][0].flatten() for i in range(len(subset))])
+    similarity = CosineSimilarity()(embed(query), embed(database))
+    predictions = KnnClassifier(database.labels_string, k=1)(similarity)
+    reference = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(embed(database), database.labels_string)
+    np.testing.assert_array_equal(predictions, reference.predict(embed(query)))
     assert np.mean(query.labels_string == predictions) == 1.0
 
 
@@ -102,8 +110,11 @@ def test_metadata_is_not_mutated(tmp_path, image_set):
 
 def test_clear_errors(tmp_path, image_set):
     broken = image_set.assign(path=["rgb.png", "missing.png", "rgb.png", "rgb.png"])
-    with pytest.raises(OSError, match=r"cannot open image '.*missing.png' \(row 1"):
+    with pytest.raises(OSError, match=r"cannot open image '.*missing.png' \(metadata row 1\)"):
         ImageDataset(broken, tmp_path)[1]
+    # a subset names the row of the full metadata, not its own position
+    with pytest.raises(OSError, match=r"missing.png' \(metadata row 1\)"):
+        ImageDataset(broken, tmp_path).get_subset([3, 1])[1]
     with pytest.raises(ValueError, match="img_load='mask'"):
         ImageDataset(image_set, tmp_path, img_load="mask")
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['bbox'\]"):

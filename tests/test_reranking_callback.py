@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from reid_lightning.callbacks import LocalFeatureReranking
-from reid_lightning.similarity import PairScorer
 from reid_lightning.data import ReIDDataModule
 from reid_lightning.features import SiftExtractor
 from reid_lightning.models import ReIDModule
+from reid_lightning.similarity import PairScorer
 from reid_lightning.similarity.calibration import Calibration
 from reid_lightning.similarity.pairwise import CollectCounts, MatchDescriptors
 
@@ -88,7 +88,7 @@ def test_calibration_pairs_are_never_self_pairs(tmp_path):
     callback = LocalFeatureReranking(scorers=[scorer], shortlist=SHORTLIST, include_global=True,
                                      save_dir=str(tmp_path / "c"))
     trainer, _ = run_test(tmp_path, callback, protocol="leave_one_out")
-    calibration_pairs, test_pairs = scorer.calls
+    calibration_pairs = scorer.calls[0]
     assert len(calibration_pairs) > 0
     # leave-one-out: query and gallery index the same validation images; a self-pair has equal indices
     assert not (calibration_pairs[:, 0] == calibration_pairs[:, 1]).any()

@@ -6,7 +6,7 @@ import torch
 
 from reid_lightning import eval as ev
 from reid_lightning.inference import KnnClassifier, TopkClassifier
-from reid_lightning.retrieval import Exclusion, RetrievalResults, search
+from reid_lightning.retrieval import Exclusion, search
 
 
 def tied_problem(seed=0, num_queries=23, num_gallery=31):

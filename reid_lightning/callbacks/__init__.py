@@ -1,6 +1,8 @@
-"""Lightning callbacks: checkpointing that keeps last.ckpt current, test-time local-feature reranking."""
+"""Lightning callbacks: checkpointing that keeps last.ckpt current, random states for exact resume, test-time
+local-feature reranking."""
 
 from .checkpoint import LastCheckpoint
 from .reranking import LocalFeatureReranking
+from .resume import RandomState
 
-__all__ = ["LastCheckpoint", "LocalFeatureReranking"]
+__all__ = ["LastCheckpoint", "LocalFeatureReranking", "RandomState"]

@@ -12,12 +12,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset
 
-from .dataset import ImageDataset
-from .labels import contiguous_classes
-from .metadata import load_metadata
+from ..rundir import run_log_dir, write_new_file
+from .dataset import IMG_LOAD_MODES, ImageDataset
+from .labels import UNKNOWN_MARKERS, contiguous_classes
+from .metadata import find_metadata_csv, load_metadata
 from .samplers import m_per_class_sampler
 from .splits import SPLIT_NAMES, check_split_arguments, split_metadata
 from .transforms import build_transforms
+from .validation import BAD_IMAGE_POLICIES, bad_images_message, check_images
 
 DEFAULT_SYNTHETIC_ROOT = Path(".cache/reid_lightning/synthetic")
 PROTOCOLS = ("database", "leave_one_out")
@@ -82,7 +84,11 @@ class ReIDDataModule(L.LightningDataModule):
         image_size: input size overriding the backbone's.
         mean: normalisation mean overriding the backbone's.
         std: normalisation standard deviation overriding the backbone's.
-        img_load: full images, or bbox to crop the metadata's bounding boxes.
+        img_load: auto (crop to the bbox column when the metadata has one, else full images), full, or bbox.
+        on_bad_image: what to do with rows whose image is missing, empty, undecodable or whose bbox misses
+            the image (all are checked at set-up): error (list them all and stop) or skip (leave them out,
+            listed in skipped_images.csv in the log dir).
+        unknown_markers: identity names meaning "individual not known" (case and spaces ignored).
         randaugment: use RandAugment in training.
         randaugment_num_ops: RandAugment operations per image.
         randaugment_magnitude: RandAugment magnitude (0-30).
@@ -114,7 +120,9 @@ class ReIDDataModule(L.LightningDataModule):
         image_size: int | None = None,
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
-        img_load: str = "full",
+        img_load: str = "auto",
+        on_bad_image: str = "error",
+        unknown_markers: tuple[str, ...] = UNKNOWN_MARKERS,
         randaugment: bool = True,
         randaugment_num_ops: int = 2,
         randaugment_magnitude: int = 9,
@@ -134,6 +142,10 @@ class ReIDDataModule(L.LightningDataModule):
         check_split_arguments(split, test_ratio, val_ratio, open_ratio)
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol={protocol!r} is not supported; choose one of {list(PROTOCOLS)}")
+        if img_load not in IMG_LOAD_MODES:
+            raise ValueError(f"img_load={img_load!r} is not supported; choose one of {list(IMG_LOAD_MODES)}")
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image={on_bad_image!r}: choose one of {list(BAD_IMAGE_POLICIES)}")
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
         if m_per_class is not None and (m_per_class < 1 or batch_size % m_per_class):
@@ -149,6 +161,9 @@ class ReIDDataModule(L.LightningDataModule):
         self.protocol = protocol
         self.image_size, self.mean, self.std = image_size, mean, std
         self.img_load = img_load
+        self.on_bad_image = on_bad_image
+        self.unknown_markers = tuple(unknown_markers)
+        self.skipped_images = pd.DataFrame()
         self.augmentation = {
             "randaugment": randaugment,
             "randaugment_num_ops": randaugment_num_ops,
@@ -169,6 +184,8 @@ class ReIDDataModule(L.LightningDataModule):
         self.exclude_same_sequence = exclude_same_sequence
         self._groups = np.empty(0, dtype=np.int64)
         self._backbone_config: dict | None = None
+        self._train_generator: torch.Generator | None = None
+        self._pending_generator_state: torch.Tensor | None = None
         self._images: ImageDataset | None = None
         self._positions: dict[str, np.ndarray] = {}
         self._class_index = np.empty(0, dtype=np.int64)
@@ -208,12 +225,14 @@ class ReIDDataModule(L.LightningDataModule):
         if self.synthetic:
             self._write_synthetic()
 
-    def _resolve_source(self) -> tuple[str | Path | pd.DataFrame, Path | None]:
+    def _resolve_source(self) -> tuple[Path | pd.DataFrame, Path | None]:
         if self.synthetic:
             return self._write_synthetic()
         root = Path(self.root) if self.root is not None else None
         if isinstance(self.metadata, pd.DataFrame):
             return self.metadata, root
+        if root is not None and not root.is_dir():
+            raise FileNotFoundError(f"data root '{root}' (--data.root) is not a folder; set it to the image folder")
         if self.metadata is None:
             csv = root / "metadata.csv"  # type: ignore[operator]
             if not csv.is_file():
@@ -221,25 +240,40 @@ class ReIDDataModule(L.LightningDataModule):
                     f"no metadata given and '{csv}' does not exist; pass metadata=<csv path>, or "
                     "synthetic=True for the demo set"
                 )
-            return csv, root
-        if root is None:  # paths in a CSV are most naturally relative to the CSV itself
-            return Path(self.metadata), Path(self.metadata).resolve().parent
-        return self.metadata, root
+            return csv.resolve(), root
+        csv = find_metadata_csv(self.metadata, root).resolve()
+        # paths in a CSV are most naturally relative to the CSV itself
+        return csv, root if root is not None else csv.parent
 
     def setup(self, stage: str | None = None) -> None:
-        """Load and validate the metadata, split it and index the images (once)."""
+        """Load and validate the metadata and every image, split it and index the images (once)."""
         if self._images is not None:
             return
         source, root = self._resolve_source()
-        df = load_metadata(source, root)
+        csv_path = None if isinstance(source, pd.DataFrame) else source
+        df = load_metadata(source, root, check_files=False, unknown_markers=self.unknown_markers)
+        if self.img_load == "auto":
+            img_load = "bbox" if "bbox" in df.columns else "full"
+        else:
+            img_load = self.img_load
+        bad = check_images(df, root, img_load=img_load, csv_path=csv_path, progress=self._is_reporter())
+        if len(bad):
+            source_name = "metadata DataFrame" if csv_path is None else f"metadata '{csv_path}'"
+            message = bad_images_message(bad, len(df), source_name, csv_path)
+            if self.on_bad_image == "error":
+                raise ValueError(message)
+            rank_zero_warn(message.rsplit("\n", 1)[0] + f"\non_bad_image='skip': these {len(bad)} rows are left out")
+            df = df.drop(index=bad["row"])
+        self.skipped_images = bad
+        # split on positions 0..M-1; the dataset keeps the metadata rows for its messages
         splits = split_metadata(
-            df, self.split, test_ratio=self.test_ratio, val_ratio=self.val_ratio, open_ratio=self.open_ratio,
-            seed=self.seed,
+            df.reset_index(drop=True), self.split, test_ratio=self.test_ratio, val_ratio=self.val_ratio,
+            open_ratio=self.open_ratio, seed=self.seed,
         )
         if splits["train"].empty:
             raise ValueError(f"split '{self.split}' left no training images; lower test_ratio/val_ratio")
         self.root = str(root) if root is not None else None
-        self._images = ImageDataset(df, root=root, img_load=self.img_load)
+        self._images = ImageDataset(df, root=root, img_load=img_load)
         self._groups = sequence_codes(df) if self.exclude_same_sequence else np.full(len(df), -1, dtype=np.int64)
         self._positions = {name: frame.index.to_numpy() for name, frame in splits.items()}
         train_codes = self._images.labels[self._positions["train"]]
@@ -253,6 +287,22 @@ class ReIDDataModule(L.LightningDataModule):
                         f"(split='{self.split}'), so database retrieval cannot find any match; use "
                         "protocol='leave_one_out' for identity-disjoint splits"
                     )
+        self._report()
+
+    def _is_reporter(self) -> bool:
+        return self.trainer is not None and self.trainer.is_global_zero
+
+    def _report(self) -> None:
+        """Print the data summary in a trainer's run and write it (and the skipped rows) to its log dir."""
+        if not self._is_reporter():
+            return
+        summary = self.summary()
+        log_dir = run_log_dir(self.trainer)
+        written = write_new_file(log_dir / "data_summary.txt", (summary + "\n").encode())
+        print(f"{summary}\ndata summary written to {written}")
+        if len(self.skipped_images):
+            skipped = write_new_file(log_dir / "skipped_images.csv", self.skipped_images.to_csv(index=False).encode())
+            print(f"{len(self.skipped_images)} rows with unusable images skipped; listed in {skipped}")
 
     def _require_setup(self) -> ImageDataset:
         if self._images is None:
@@ -320,14 +370,34 @@ class ReIDDataModule(L.LightningDataModule):
         return self._loader(samples, batch_size=self.eval_batch_size, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
-        """Augmented training images; an incomplete last batch is dropped (one image breaks BatchNorm)."""
+        """Augmented training images; an incomplete last batch is dropped (one image breaks BatchNorm).
+
+        The shuffling (and the loader workers' seeds) come from the loader's own generator, whose state is
+        part of :meth:`state_dict`, so a resumed fit draws the same batches as an uninterrupted one.
+        """
         samples = ReIDSamples(self.dataset("train", train_transform=True), self._class_index)
+        self._train_generator = torch.Generator()
+        if self._pending_generator_state is not None:
+            self._train_generator.set_state(self._pending_generator_state)
+            self._pending_generator_state = None
+        else:  # seeded from the global generator, so that seed_everything decides the order
+            self._train_generator.manual_seed(int(torch.randint(2**62, ()).item()))
         if self.m_per_class is not None:
             sampler = m_per_class_sampler(self._class_index, m=self.m_per_class, batch_size=self.batch_size)
-            return self._loader(samples, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+            return self._loader(samples, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                                generator=self._train_generator)
         return self._loader(
-            samples, batch_size=self.batch_size, shuffle=True, drop_last=len(samples) > self.batch_size
+            samples, batch_size=self.batch_size, shuffle=True, drop_last=len(samples) > self.batch_size,
+            generator=self._train_generator,
         )
+
+    def state_dict(self) -> dict:
+        """The training loader's generator state (saved in checkpoints for an exact resume)."""
+        return {} if self._train_generator is None else {"train_generator": self._train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the training loader's generator; applied when the training loader is next created."""
+        self._pending_generator_state = state_dict.get("train_generator")
 
     def gallery_dataloader(self) -> DataLoader:
         """All training images with the evaluation transform (the database of known individuals)."""
@@ -354,13 +424,15 @@ class ReIDDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------------------------------- report
     def summary(self) -> str:
-        """Images, identities and unknown animals per split; queries whose identity is not in the gallery."""
+        """Images, identities, single-image identities and unknown animals per split; queries whose identity
+        is not in the gallery; rows skipped as bad images."""
         images = self._require_setup()
-        lines = [f"{'split':<6} {'images':>7} {'identities':>10} {'unknown':>8}"]
+        lines = [f"{'split':<6} {'images':>7} {'identities':>10} {'single-image':>12} {'unknown':>8}"]
         for name in SPLIT_NAMES:
             codes = images.labels[self._positions[name]]
-            known = codes[codes >= 0]
-            lines.append(f"{name:<6} {len(codes):>7} {len(np.unique(known)):>10} {int((codes < 0).sum()):>8}")
+            identities, counts = np.unique(codes[codes >= 0], return_counts=True)
+            lines.append(f"{name:<6} {len(codes):>7} {len(identities):>10} {int((counts == 1).sum()):>12} "
+                         f"{int((codes < 0).sum()):>8}")
         for stage in ("val", "test"):
             codes = images.labels[self._positions[stage]]
             if self.protocol == "database":
@@ -375,6 +447,9 @@ class ReIDDataModule(L.LightningDataModule):
                 f"identity in the gallery; {gallery}"
             )
         lines.append(f"training classes: {self.num_classes}")
+        lines.append(f"unknown identity: {int((images.labels < 0).sum())} rows (markers {list(self.unknown_markers)}, "
+                     "case and spaces ignored)")
+        lines.append(f"skipped as bad images: {len(self.skipped_images)} rows (on_bad_image='{self.on_bad_image}')")
         return "\n".join(lines)
 
 

@@ -10,24 +10,28 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from .images import crop_to_box, load_rgb
 from .labels import encode_identities
 from .metadata import parse_bbox
 
-IMG_LOAD_MODES = ("full", "bbox")
+IMG_LOAD_MODES = ("auto", "full", "bbox")
 
 
 class ImageDataset(Dataset):
     """Images of individuals listed in a metadata DataFrame.
 
     Labels are integer codes: known identities ``0..K-1`` in sorted name order, each ``"unknown"`` row its
-    own negative code, so it is never a positive of any other row.
+    own negative code, so it is never a positive of any other row. Images are decoded to 8-bit RGB by
+    :func:`.images.to_rgb` (EXIF orientation, 16-bit, transparency). Error messages name the row by
+    ``metadata``'s index (the CSV row after :func:`load_metadata`), also within subsets.
 
     Args:
         metadata: one row per image with at least ``col_path`` and ``col_label`` (and ``bbox`` for
             ``img_load="bbox"``).
         root: folder the paths are relative to (``None``: current directory or absolute paths).
         transform: callable applied to the loaded PIL image (``None``: return the PIL image).
-        img_load: ``"full"`` image, or ``"bbox"`` to crop the ``bbox`` column's [x, y, w, h].
+        img_load: ``"full"`` image, ``"bbox"`` to crop the ``bbox`` column's [x, y, w, h] (clipped to the
+            image; empty cells mean the full image), or ``"auto"``: ``"bbox"`` when that column exists.
         col_path: column with image paths.
         col_label: column with identity names.
         load_label: return ``(image, label)`` instead of only the image.
@@ -46,6 +50,8 @@ class ImageDataset(Dataset):
         if img_load not in IMG_LOAD_MODES:
             raise ValueError(f"img_load={img_load!r} is not supported; choose one of {list(IMG_LOAD_MODES)}")
         missing = [c for c in (col_path, col_label) if c not in metadata.columns]
+        if img_load == "auto":
+            img_load = "bbox" if "bbox" in metadata.columns else "full"
         if img_load == "bbox" and "bbox" not in metadata.columns:
             missing.append("bbox")
         if missing:
@@ -53,6 +59,7 @@ class ImageDataset(Dataset):
                 f"metadata lacks column(s) {missing} (img_load={img_load!r}, col_path={col_path!r}, "
                 f"col_label={col_label!r}); found {list(metadata.columns)}"
             )
+        self.rows = metadata.index.to_numpy()
         self.metadata = metadata.reset_index(drop=True)
         self.root = root
         self.transform = transform
@@ -83,22 +90,21 @@ class ImageDataset(Dataset):
     def get_image(self, idx: int) -> Image.Image:
         """Load image ``idx`` as RGB, cropped to its bounding box when ``img_load="bbox"``."""
         path = self.image_path(idx)
+        where = f"image '{path}' (metadata row {self.rows[idx]})"
         try:
-            with Image.open(path) as file:
-                image = file.convert("RGB")
+            image = load_rgb(path)
         except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
             raise OSError(
-                f"cannot open image '{path}' (row {idx} of the metadata, root={self.root!r}): {error}; "
-                f"check the file and the '{self.col_path}' column"
+                f"cannot open {where}, root={self.root!r}: {error}; check the file and the '{self.col_path}' "
+                "column"
             ) from error
         if self.img_load == "bbox":
             try:
                 box = parse_bbox(self.metadata["bbox"].iloc[idx])
             except ValueError as error:
-                raise ValueError(f"row {idx}, column 'bbox': {error}") from None
+                raise ValueError(f"{where}, column 'bbox': {error}") from None
             if box is not None:
-                left, top = round(box[0]), round(box[1])
-                image = image.crop((left, top, left + round(box[2]), top + round(box[3])))
+                image = crop_to_box(image, box, where)
         return image
 
     def __getitem__(self, idx: int):
@@ -119,6 +125,7 @@ class ImageDataset(Dataset):
         subset = ImageDataset.__new__(type(self))
         subset.__dict__.update(self.__dict__)
         subset.metadata = self.metadata.iloc[positions].reset_index(drop=True)
+        subset.rows = self.rows[positions].copy()
         subset.labels = self.labels[positions].copy()
         subset.labels_map = dict(self.labels_map)
         return subset

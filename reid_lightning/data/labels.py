@@ -11,28 +11,39 @@ from ..eval.labels import factorize
 
 UNKNOWN = "unknown"
 """Identity name of animals whose individual is not known; such rows are never positives of anything."""
+UNKNOWN_MARKERS = (UNKNOWN,)
+"""Identity names read as "unknown", compared case- and whitespace-insensitively."""
+
+
+def is_unknown(
+    identities: Sequence[str] | np.ndarray | pd.Series, markers: Sequence[str] = UNKNOWN_MARKERS
+) -> np.ndarray:
+    """(N,) bool: the identity is one of ``markers``, ignoring case and surrounding whitespace."""
+    wanted = {str(m).strip().casefold() for m in markers}
+    return np.array([str(name).strip().casefold() in wanted for name in np.asarray(identities)], dtype=bool)
 
 
 def encode_identities(
-    identities: Sequence[str] | np.ndarray | pd.Series, *, unknown: str = UNKNOWN
+    identities: Sequence[str] | np.ndarray | pd.Series, *, unknown: Sequence[str] = UNKNOWN_MARKERS
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Map identity names to integer codes.
 
-    Known identities get ``0..K-1`` in sorted name order; every ``unknown`` row gets its own negative code
-    (``-1, -2, ...`` in row order), so two unknown animals never count as the same individual.
+    Known identities get ``0..K-1`` in sorted name order; every row whose name is one of the ``unknown``
+    markers (see :func:`is_unknown`) gets its own negative code (``-1, -2, ...`` in row order), so two unknown
+    animals never count as the same individual. Names are compared as strings: ``"007"`` is not ``"7"``.
 
     Returns:
         ``(codes (N,) int64, names)`` where ``names`` maps every code that occurs to its identity name.
     """
     names = np.asarray(identities).astype(str)
-    is_unknown = names == unknown
-    known_codes, known_names = factorize(names[~is_unknown])
+    unknown_rows = is_unknown(names, unknown)
+    known_codes, known_names = factorize(names[~unknown_rows])
     codes = np.empty(len(names), dtype=np.int64)
-    codes[~is_unknown] = known_codes
-    unknown_codes = -np.arange(1, int(is_unknown.sum()) + 1, dtype=np.int64)
-    codes[is_unknown] = unknown_codes
+    codes[~unknown_rows] = known_codes
+    unknown_codes = -np.arange(1, int(unknown_rows.sum()) + 1, dtype=np.int64)
+    codes[unknown_rows] = unknown_codes
     code_to_name = {code: str(name) for code, name in enumerate(known_names)}
-    code_to_name.update({int(code): unknown for code in unknown_codes})
+    code_to_name.update({int(code): UNKNOWN for code in unknown_codes})
     return codes, code_to_name
 
 

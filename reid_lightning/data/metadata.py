@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ast
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .labels import UNKNOWN, UNKNOWN_MARKERS, is_unknown
 
 REQUIRED_COLUMNS = ("image_id", "identity", "path")
 MAX_REPORTED_ROWS = 5
@@ -51,18 +54,30 @@ def _row_refs(rows: np.ndarray | list[int], csv_path: Path | None) -> str:
     return text + more
 
 
-def _read_csv(metadata: str | Path, root: str | Path | None) -> Path:
-    candidates = [Path(metadata)] if Path(metadata).is_absolute() or root is None else [
-        Path(root) / metadata,
-        Path(metadata),
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    tried = ", ".join(f"'{c}'" for c in candidates)
-    raise FileNotFoundError(
-        f"metadata CSV not found (tried {tried}); pass an absolute path or a path relative to root"
-    )
+def find_metadata_csv(metadata: str | Path, root: str | Path | None) -> Path:
+    """The CSV ``metadata`` names: relative to ``root`` when given (which must exist), else as it is."""
+    if root is not None and not Path(root).is_dir():
+        raise FileNotFoundError(f"data root '{root}' is not a folder; set root (--data.root) to the image folder")
+    candidate = Path(metadata) if Path(metadata).is_absolute() or root is None else Path(root) / metadata
+    if not candidate.is_file():
+        raise FileNotFoundError(
+            f"metadata CSV not found: '{candidate}'; pass an absolute path or a path relative to root"
+        )
+    return candidate
+
+
+def _read_csv(csv_path: Path) -> pd.DataFrame:
+    # labels are names: "007" and "7" are two animals, and "NA" is a name, not a missing value
+    text_columns = {column: str for column in ("image_id", "identity", "path")}
+    try:
+        return pd.read_csv(csv_path, dtype=text_columns, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"metadata '{csv_path}' is empty; it needs a header line with image_id, identity, path and one "
+            "line per image"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"metadata '{csv_path}' is not a readable CSV file: {error}") from None
 
 
 def _blank(values: pd.Series) -> np.ndarray:
@@ -135,16 +150,20 @@ def load_metadata(
     root: str | Path | None = None,
     *,
     check_files: bool = True,
+    unknown_markers: Sequence[str] = UNKNOWN_MARKERS,
 ) -> pd.DataFrame:
     """Read and validate metadata with columns ``image_id``, ``identity``, ``path``.
 
     Optional columns: ``bbox`` ([x, y, w, h], list or its string repr; empty means the full image),
-    ``date``, ``species``, ``split``. Identity ``"unknown"`` marks animals of unknown identity.
+    ``date``, ``species``, ``split``. Identities are strings (``"007"`` is not ``"7"``); any of
+    ``unknown_markers`` (case and surrounding whitespace ignored) marks an animal of unknown identity and is
+    rewritten to ``"unknown"``.
 
     Args:
         metadata: a CSV path (relative to ``root`` or absolute) or a DataFrame.
         root: folder the ``path`` column is relative to (``None``: current directory or absolute paths).
         check_files: verify that every image file exists.
+        unknown_markers: identity names meaning "individual not known".
 
     Returns:
         A new DataFrame (the caller's frame is never modified) with a fresh ``0..N-1`` index, ``identity``
@@ -154,8 +173,8 @@ def load_metadata(
     if isinstance(metadata, pd.DataFrame):
         df, source = metadata.copy(), "metadata DataFrame"
     elif isinstance(metadata, (str, Path)):
-        csv_path = _read_csv(metadata, root)
-        df, source = pd.read_csv(csv_path), f"metadata '{csv_path}'"
+        csv_path = find_metadata_csv(metadata, root)
+        df, source = _read_csv(csv_path), f"metadata '{csv_path}'"
     else:
         raise TypeError(f"metadata must be a CSV path or a pandas DataFrame, got {type(metadata).__name__}")
     df = df.reset_index(drop=True)
@@ -163,6 +182,8 @@ def load_metadata(
         raise ValueError(f"{source} has no rows")
     _check_required(df, source, csv_path)
     df["identity"] = df["identity"].astype(str).str.strip()
+    df.loc[is_unknown(df["identity"], unknown_markers), "identity"] = UNKNOWN
+    df["image_id"] = df["image_id"].astype(str)
     df["path"] = df["path"].astype(str)
     if "bbox" in df.columns:
         df["bbox"] = pd.Series(_parse_bboxes(df, source, csv_path), index=df.index, dtype=object)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 import numpy as np
 import pandas as pd
 
-from .labels import UNKNOWN
+from .labels import UNKNOWN, is_unknown
 from .metadata import MAX_REPORTED_ROWS
 
 SPLIT_STRATEGIES = ("closed", "open", "disjoint", "time", "column")
@@ -128,7 +128,7 @@ def split_by_column(df: pd.DataFrame, column: str = "split") -> dict[str, pd.Dat
             f"column '{column}' must be one of {list(SPLIT_NAMES)}; rows "
             f"{df.index[bad[:MAX_REPORTED_ROWS]].tolist()} have {shown}"
         )
-    unknown_train = np.flatnonzero(((df["identity"] == UNKNOWN) & (values == "train")).to_numpy())
+    unknown_train = np.flatnonzero(is_unknown(df["identity"]) & (values == "train").to_numpy())
     if len(unknown_train):
         raise ValueError(
             f"rows {df.index[unknown_train[:MAX_REPORTED_ROWS]].tolist()} have identity '{UNKNOWN}' and "
@@ -178,17 +178,18 @@ def split_metadata(
     if strategy == "column":
         return split_by_column(df)
     rng = np.random.default_rng(seed)
-    is_unknown = (df["identity"] == UNKNOWN).to_numpy()
-    known = df[~is_unknown]
+    unknown_rows = is_unknown(df["identity"])
+    known = df[~unknown_rows]
     test_rule = _held_out_rule(strategy, open_ratio)
     test_mask = test_rule(known, test_ratio, rng) if test_ratio > 0 else np.zeros(len(known), dtype=bool)
     rest = known[~test_mask]
+    _check_held_out(strategy, known, test_mask, rest, test_ratio, val_ratio, open_ratio)
     # identities held out for testing keep their training images when validation is carved out
     val_rule = _held_out_rule(strategy, open_ratio, keep_closed=known["identity"][test_mask].unique())
     val_share = val_ratio / (1 - test_ratio)
     val_mask = val_rule(rest, val_share, rng) if val_ratio > 0 else np.zeros(len(rest), dtype=bool)
 
-    unknown = df[is_unknown]
+    unknown = df[unknown_rows]
     unknown_val_share = val_ratio / (val_ratio + test_ratio) if val_ratio + test_ratio > 0 else 0.0
     num_unknown_val = int(np.floor(len(unknown) * unknown_val_share + 0.5))
     unknown_to_val = np.zeros(len(unknown), dtype=bool)
@@ -198,6 +199,29 @@ def split_metadata(
         "val": pd.concat([rest[val_mask], unknown[unknown_to_val]]).sort_index(),
         "test": pd.concat([known[test_mask], unknown[~unknown_to_val]]).sort_index(),
     }
+
+
+def _check_held_out(
+    strategy: str, known: pd.DataFrame, test_mask: np.ndarray, rest: pd.DataFrame, test_ratio: float,
+    val_ratio: float, open_ratio: float,
+) -> None:
+    """Refuse splits that would silently not be what ``strategy`` promises."""
+    num_identities = known["identity"].nunique()
+    if strategy == "open" and test_ratio > 0 and open_ratio > 0:
+        open_names = set(known["identity"][test_mask]) - set(rest["identity"])
+        if not open_names:
+            raise ValueError(
+                f"split 'open': with {num_identities} identities and open_ratio={open_ratio}, no identity is "
+                f"held out for testing only (round({num_identities} x {open_ratio}) = "
+                f"{int(np.floor(num_identities * open_ratio + 0.5))}, and one must stay for training), so the "
+                "split would be closed; raise open_ratio, add identities, or use split='closed'"
+            )
+    if strategy == "disjoint" and val_ratio > 0 and rest["identity"].nunique() < 2:
+        raise ValueError(
+            f"split 'disjoint': {num_identities} identities, {rest['identity'].nunique()} left after holding "
+            "out the test identities, but validation needs another identity disjoint from training; "
+            "use val_ratio=0 or at least 3 identities"
+        )
 
 
 def _held_out_rule(strategy: str, open_ratio: float, keep_closed: Collection[str] = ()) -> HeldOutRule:

@@ -15,6 +15,7 @@ from ..retrieval import Exclusion, RetrievalResults, search
 from .backbone import backbone_data_config, create_backbone, embedding_dim
 from .losses import LOSS_NAMES, build_loss
 from .neck import ProjectionNeck
+from .state_files import load_state_dict_file
 
 Protocol = Literal["database", "leave_one_out"]
 
@@ -118,8 +119,7 @@ class ReIDModule(L.LightningModule):
         checkpoint_path = Path(path).expanduser()
         if not checkpoint_path.is_file():
             raise FileNotFoundError(f"init_ckpt {path!r} does not exist; give a Lightning .ckpt or a state dict")
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        state = state.get("state_dict", state)
+        state = load_state_dict_file(checkpoint_path, what="init_ckpt")
         wanted = {k: v for k, v in state.items() if k.startswith(("backbone.", "neck."))}
         if not wanted:
             # a bare backbone state dict (e.g. timm weights)
