@@ -9,7 +9,14 @@ give the same match counts (on CUDA up to a few borderline matches).
 Zero-shot top-1 (score: the number of matches above 0.5 confidence): zebra, original query/gallery split
 restricted to a random subset of identities; dogfaces, leave-one-out over a random subset of identities.
 
+Modes (``--only modes``): full-depth vs adaptive vs adaptive+symmetric (vs +bf16) LightGlue, pairs/s and
+leave-one-out top-1 on subsets of both data sets, all pairs of the features extracted once. Cache (``--only
+cache``): one ``PairScorer.score`` pass over a shortlist (queries x candidates), cold (empty cache folder), warm
+from disk (new extractor: a new process's view) and warm from memory (same extractor). Extraction (``--only
+extraction``): ALIKED seconds per image by batch size and image size.
+
     python benchmarks/bench_rerank.py                     # CPU: ~5 min on 2 idle cores, longer if shared
+    python benchmarks/bench_rerank.py --only modes cache extraction
     python benchmarks/bench_rerank.py --device cuda --zebra-ids 35 --dog-ids 100
 """
 
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +35,11 @@ import torchvision.transforms as T
 
 from reid_lightning.data.dataset import ImageDataset
 from reid_lightning.features import AlikedExtractor, DiskExtractor, LocalFeatures
+from reid_lightning.similarity import PairScorer
+from reid_lightning.similarity.pair_scorer import symmetric_pairs
 from reid_lightning.similarity.pairwise import CollectCounts, MatchLightGlue
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data from the repo root
 
 THRESHOLD = 0.5
 ZEBRA_SIZE = [192, 320]  # the crops are about 302 x 512 (height x width)
@@ -101,8 +113,8 @@ def speed(args, zebra: pd.DataFrame, root: Path) -> None:
         [(q, g) for q in range(args.queries) for g in rng.choice(args.pool, args.candidates, replace=False)]
     )
     extractor = AlikedExtractor(device=args.device, progress=False)
-    matcher = MatchLightGlue(
-        "aliked", collector=CollectCounts([THRESHOLD]), device=args.device, progress=False
+    matcher = MatchLightGlue(  # today's full depth: what the naive loop's kornia forward does too
+        "aliked", collector=CollectCounts([THRESHOLD]), device=args.device, progress=False, adaptive=False
     )
     batched_counts(extractor, matcher, query, pool, pairs[:4], args.device)  # warm-up
 
@@ -171,7 +183,7 @@ def zero_shot(args, zebra: pd.DataFrame, zebra_root: Path, dogs: pd.DataFrame, d
     for name in args.methods:
         extractor = extractors[name](device=args.device, progress=False)
         matcher = MatchLightGlue(
-            name, collector=CollectCounts([THRESHOLD]), device=args.device, progress=False
+            name, collector=CollectCounts([THRESHOLD]), device=args.device, progress=False, adaptive=False
         )
         runs = [
             (
@@ -213,11 +225,123 @@ def zero_shot(args, zebra: pd.DataFrame, zebra_root: Path, dogs: pd.DataFrame, d
             )
 
 
+def loo_subset(metadata: pd.DataFrame, ids: int, per_id: int, seed: int) -> pd.DataFrame:
+    """``per_id`` images of each of ``ids`` random identities with at least that many."""
+    sizes = metadata.groupby("identity").size()
+    chosen = np.random.default_rng(seed).choice(sizes[sizes >= per_id].index, ids, replace=False)
+    return metadata[metadata.identity.isin(chosen)].groupby("identity").head(per_id)
+
+
+def modes(args, zebra: pd.DataFrame, zebra_root: Path, dogs: pd.DataFrame, dogs_root: Path) -> None:
+    """Full depth vs adaptive vs adaptive+symmetric on every ordered leave-one-out pair of two subsets."""
+    print(f"\n## LightGlue modes: ALIKED 256 keypoints at 256 px, leave-one-out, all ordered pairs, "
+          f"device={args.device}, threads={torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}\n")
+    print("| data | images | mode | pairs matched | s | pairs/s | speed-up | top-1 | mean |count - full| |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    extractor = AlikedExtractor(device=args.device, progress=False)
+    subsets = [("zebra", loo_subset(zebra, args.modes_ids, args.modes_per_id, 2), zebra_root),
+               ("dogfaces", loo_subset(dogs, args.modes_ids, args.modes_per_id, 3), dogs_root)]
+    for name, rows, root in subsets:
+        features = extractor(dataset(root, rows, [256, 256]))
+        n = len(features)
+        pairs = torch.cartesian_prod(torch.arange(n), torch.arange(n))
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        labels = rows.identity.to_numpy()
+        runs = [("full depth (today)", {"adaptive": False}, False), ("adaptive", {"adaptive": True}, False),
+                ("adaptive + symmetric", {"adaptive": True}, True),
+                ("adaptive + symmetric + bf16", {"adaptive": True, "bf16": True}, True)]
+        full_seconds = full_counts = None
+        for mode, options, symmetric in runs:
+            matcher = MatchLightGlue("aliked", collector=CollectCounts([THRESHOLD]), device=args.device,
+                                     progress=False, **options)
+            to_match, inverse = symmetric_pairs(pairs) if symmetric else (pairs, torch.arange(len(pairs)))
+            start = time.perf_counter()
+            counts = matcher.score_pairs(features, features, to_match)[inverse]
+            sync(args.device)
+            seconds = time.perf_counter() - start
+            if full_seconds is None:
+                full_seconds, full_counts = seconds, counts
+            if mode == "adaptive":  # both directions matched: how symmetric LightGlue is
+                grid = torch.full((n, n), torch.nan)
+                grid[pairs[:, 0], pairs[:, 1]] = counts
+                asymmetry = (grid - grid.T).abs().nan_to_num(0)
+                symmetry_note = (f"{name}: |count(a,b) - count(b,a)| max {asymmetry.max():.0f}, mean "
+                                 f"{asymmetry.sum() / len(pairs):.2f}, equal on "
+                                 f"{float(((asymmetry == 0).sum() - n) / len(pairs)):.1%} of pairs")
+            grid = torch.full((n, n), -torch.inf)
+            grid[pairs[:, 0], pairs[:, 1]] = counts
+            top1 = float(np.mean(labels[grid.argmax(dim=1).numpy()] == labels))
+            print(f"| {name} | {n} | {mode} | {len(to_match)} | {seconds:.1f} | {len(pairs) / seconds:.2f} | "
+                  f"{full_seconds / seconds:.2f}x | {top1:.3f} | {(counts - full_counts).abs().mean():.1f} |")
+        print(f"\n{symmetry_note}\n")
+
+
+def cache(args, zebra: pd.DataFrame, root: Path) -> None:
+    """One rerank pass (``PairScorer.score`` over queries x candidates) with a cold, then a warm cache."""
+    rng = np.random.default_rng(4)
+    pool = zebra.iloc[rng.choice(len(zebra), args.cache_pool, replace=False)]
+    gallery = dataset(root, pool, ZEBRA_SIZE)
+    queries = rng.choice(args.cache_pool, args.cache_queries, replace=False)
+    pairs = torch.tensor([(q, g) for q in queries for g in rng.choice(
+        np.setdiff1d(np.arange(args.cache_pool), [q]), args.candidates, replace=False)])
+    print(f"\n## Rerank pass, cold vs warm feature cache: PairScorer (ALIKED + adaptive LightGlue, 256 px) over "
+          f"{args.cache_queries} queries x {args.candidates} candidates among {args.cache_pool} zebra images "
+          f"(leave-one-out: one dataset), device={args.device}, load average {os.getloadavg()[0]:.1f}\n")
+    print("| pass | s | speed-up |")
+    print("|---|---:|---:|")
+
+    def scorer(folder: str, extractor=None) -> PairScorer:
+        extractor = extractor or AlikedExtractor(device=args.device, progress=False)
+        matcher = MatchLightGlue("aliked", collector=CollectCounts([THRESHOLD]), device=args.device,
+                                 progress=False)
+        return PairScorer(matcher, extractor, cache_dir=folder)
+
+    with tempfile.TemporaryDirectory() as folder:
+        cold_scorer = scorer(folder)
+        timings = []
+        for label, run in [("cold (empty cache)", cold_scorer), ("warm from disk (new extractor)", scorer(folder)),
+                           ("warm from memory (same extractor)", scorer(folder, cold_scorer.extractor))]:
+            start = time.perf_counter()
+            scores = run.score(gallery, gallery, pairs)
+            timings.append(time.perf_counter() - start)
+            print(f"| {label} | {timings[-1]:.1f} | {timings[0] / timings[-1]:.2f}x |")
+        matcher = cold_scorer.matcher
+        start = time.perf_counter()
+        features = cold_scorer.extractor(cold_scorer._images(gallery, np.arange(args.cache_pool)))
+        extract_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        to_match, _ = symmetric_pairs(pairs)
+        matcher.score_pairs(features, features, to_match)
+        print(f"\nof which matching {time.perf_counter() - start:.1f} s; extracting {args.cache_pool} images from "
+              f"memory {extract_seconds:.2f} s; mean count {next(iter(scores.values())).mean():.1f}")
+
+
+def extraction(args, zebra: pd.DataFrame, root: Path) -> None:
+    """ALIKED seconds per image by batch size, at two image sizes (same images, same run)."""
+    rows = zebra.iloc[np.random.default_rng(5).choice(len(zebra), args.extract_images, replace=False)]
+    print(f"\n## ALIKED extraction, s/image by batch size ({args.extract_images} zebra images, "
+          f"device={args.device}, load average {os.getloadavg()[0]:.1f})\n")
+    print("| image size | " + " | ".join(f"batch {b}" for b in args.extract_batches) + " |")
+    print("|---|" + "---:|" * len(args.extract_batches))
+    for size in ([256, 256], [302, 512]):
+        images = dataset(root, rows, size)
+        cells = []
+        for batch_size in args.extract_batches:
+            extractor = AlikedExtractor(device=args.device, batch_size=batch_size, progress=False,
+                                        memory_cache=0)
+            extractor(images.get_subset(np.arange(min(2, len(images)))))  # warm-up
+            start = time.perf_counter()
+            extractor(images)
+            sync(args.device)
+            cells.append(f"{(time.perf_counter() - start) / len(images):.3f}")
+        print(f"| {size[0]} x {size[1]} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--queries", type=int, default=30)
@@ -229,16 +353,28 @@ def main() -> None:
     parser.add_argument("--dog-images", type=int, default=4)
     parser.add_argument("--methods", nargs="+", default=["aliked", "disk"], choices=["aliked", "disk"])
     parser.add_argument("--datasets", nargs="+", default=["zebra", "dogfaces"], choices=["zebra", "dogfaces"])
-    parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--modes-ids", type=int, default=4)
+    parser.add_argument("--modes-per-id", type=int, default=3)
+    parser.add_argument("--cache-pool", type=int, default=30)
+    parser.add_argument("--cache-queries", type=int, default=10)
+    parser.add_argument("--extract-images", type=int, default=8)
+    parser.add_argument("--extract-batches", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--only", nargs="+", default=["speed", "accuracy", "modes", "cache", "extraction"],
+                        choices=["speed", "accuracy", "modes", "cache", "extraction"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     zebra_root, dogs_root = args.data / "zebra", args.data / "dogfaces"
     zebra, dogs = pd.read_csv(zebra_root / "metadata.csv"), pd.read_csv(dogs_root / "metadata.csv")
-    if not args.skip_speed:
+    if "speed" in args.only:
         speed(args, zebra, zebra_root)
-    if not args.skip_accuracy:
+    if "accuracy" in args.only:
         zero_shot(args, zebra, zebra_root, dogs, dogs_root)
+    if "modes" in args.only:
+        modes(args, zebra, zebra_root, dogs, dogs_root)
+    if "cache" in args.only:
+        cache(args, zebra, zebra_root)
+    if "extraction" in args.only:
+        extraction(args, zebra, zebra_root)
 
 
 if __name__ == "__main__":

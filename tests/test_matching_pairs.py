@@ -95,6 +95,18 @@ def save_random_lightglue(path, features: str) -> dict[str, torch.Tensor]:
     return state_dict
 
 
+def kornia_reference(matcher: MatchLightGlue) -> LightGlue:
+    """kornia's own LightGlue with the matcher's weights and mode (adaptive: the matcher's confidences)."""
+    config = {k: v for k, v in LightGlue.features[matcher.features].items() if k != "weights"}
+    depth, width = (matcher.depth_confidence, matcher.width_confidence) if matcher.adaptive else (-1, -1)
+    model = LightGlue(
+        None, **config, depth_confidence=depth, width_confidence=width,
+        filter_threshold=matcher.model.conf.filter_threshold,
+    )
+    model.load_state_dict(matcher.model.state_dict())
+    return model.eval()
+
+
 def kornia_counts(
     model: LightGlue, query: LocalFeatures, database: LocalFeatures, threshold: float
 ) -> torch.Tensor:
@@ -188,6 +200,7 @@ def test_lightglue_batches_with_padding_equal_kornia_per_pair(tmp_path):
             device="cpu",
             init_threshold=0.0,
             progress=False,
+            adaptive=False,
         )
         scores[batch_size] = torch.stack(list(matcher(query, database).values()))
     assert torch.equal(scores[1], scores[5]) and torch.equal(scores[1], scores[64])
@@ -200,11 +213,64 @@ def test_lightglue_batches_with_padding_equal_kornia_per_pair(tmp_path):
     )
 
 
+def save_decisive_lightglue(path) -> None:
+    """Random DISK LightGlue weights under which adaptive depth and width act: sharper token confidences
+    (leaning confident) and matchabilities; plain random weights leave every point undecided."""
+    save_random_lightglue(path, "disk")
+    state_dict = torch.load(path)
+    for key in state_dict:
+        if re.fullmatch(r"(token_confidence\.\d+\.token\.0|log_assignment\.\d+\.matchability)\.weight", key):
+            state_dict[key] = state_dict[key] * 10
+        if re.fullmatch(r"token_confidence\.\d+\.token\.0\.bias", key):
+            state_dict[key] = state_dict[key] + 3
+    torch.save(state_dict, path)
+
+
+def test_adaptive_lightglue_equals_kornia_alone_and_in_any_batch(tmp_path):
+    save_decisive_lightglue(tmp_path / "lg.pth")
+    query = random_features([12, 40, 0, 30], seed=3)
+    database = random_features([33, 7, 40, 25, 18], seed=4)
+    pairs = torch.cartesian_prod(torch.arange(4), torch.arange(5))
+    scores = {}
+    for batch_size in (1, 3, 64):
+        matcher = MatchLightGlue(
+            "disk", collector=CollectCounts([0.0]), batch_size=batch_size, weights=tmp_path / "lg.pth",
+            device="cpu", init_threshold=0.0, progress=False, adaptive=True,
+            depth_confidence=0.6, width_confidence=0.6,
+        )
+        scores[batch_size] = matcher(query, database)
+        alone = torch.stack([matcher.score_pairs(query, database, pair[None]) for pair in pairs])
+        assert torch.equal(alone.view(4, 5), scores[batch_size])
+    assert torch.equal(scores[1], scores[3]) and torch.equal(scores[1], scores[64])
+    reference = kornia_reference(matcher)
+    assert torch.equal(scores[64], kornia_counts(reference, query, database, 0.0))
+    # the reference really stopped early on some pairs, at different layers, and pruned points
+    stops, pruned = [], []
+    with torch.inference_mode():
+        for i, j in pairs.tolist():
+            if query.num_keypoints[i] and database.num_keypoints[j]:
+                n0, n1 = int(query.num_keypoints[i]), int(database.num_keypoints[j])
+                out = reference({
+                    "image0": {"keypoints": query.keypoints[i : i + 1, :n0],
+                               "descriptors": query.descriptors[i : i + 1, :n0], "image_size": query.image_sizes[:1]},
+                    "image1": {"keypoints": database.keypoints[j : j + 1, :n1],
+                               "descriptors": database.descriptors[j : j + 1, :n1],
+                               "image_size": database.image_sizes[:1]},
+                })
+                stops.append(out["stop"])
+                pruned.append(bool((out["prune0"] < out["stop"]).any()))
+    assert len(set(stops)) > 1 and min(stops) < reference.conf.n_layers and any(pruned)
+    full = MatchLightGlue("disk", collector=CollectCounts([0.0]), weights=tmp_path / "lg.pth", device="cpu",
+                          init_threshold=0.0, progress=False, adaptive=False)
+    assert not torch.equal(full(query, database), scores[1])
+
+
 def test_lightglue_sift_passes_scales_and_orientations(tmp_path, sift_features):
     save_random_lightglue(tmp_path / "sift_lg.pth", "sift")
     query, database = sift_features
     matcher = MatchLightGlue(
-        "sift", collector=CollectCounts([0.1]), weights=tmp_path / "sift_lg.pth", device="cpu", progress=False
+        "sift", collector=CollectCounts([0.1]), weights=tmp_path / "sift_lg.pth", device="cpu", progress=False,
+        adaptive=False,
     )
     counts = matcher(query[:2], database[:2])
     assert torch.equal(counts, kornia_counts(matcher.model, query[:2], database[:2], 0.1))
@@ -240,7 +306,10 @@ def test_seed_example_superpoint_lightglue(tmp_path, monkeypatch, scenes):
 
     assert list(output) == [0.25, 0.5, 0.75] and all(grid.shape == (3, 4) for grid in output.values())
     assert (output[0.25] >= output[0.5]).all() and (output[0.5] >= output[0.75]).all()
-    reference = kornia_counts(matcher.model, extractor(dataset_query), extractor(dataset_database), 0.25)
+    assert matcher.adaptive  # the CPU default
+    reference = kornia_counts(
+        kornia_reference(matcher), extractor(dataset_query), extractor(dataset_database), 0.25
+    )
     assert torch.equal(output[0.25], reference)
 
 

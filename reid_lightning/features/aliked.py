@@ -27,9 +27,10 @@ class AlikedExtractor(LocalFeatureExtractor):
         weights: explicit checkpoint file; None resolves ``model_name`` (see
             :mod:`reid_lightning.features.weights`).
         weights_dir: folder searched for the checkpoint before the torch hub cache.
-        cache_dir: disk cache of extracted features keyed by image content and configuration; None disables
+        cache_dir: disk cache of extracted features keyed by image and configuration; None disables
             it.
         progress: show a tqdm progress bar.
+        memory_cache: images whose features stay in memory across calls (LRU); 0: none.
     """
 
     family = "aliked"
@@ -48,8 +49,9 @@ class AlikedExtractor(LocalFeatureExtractor):
         weights_dir: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        memory_cache: int = 1024,
     ) -> None:
-        super().__init__(max_num_keypoints, batch_size, num_workers, device, cache_dir, progress)
+        super().__init__(max_num_keypoints, batch_size, num_workers, device, cache_dir, progress, memory_cache)
         self.model_name = model_name
         self.detection_threshold = detection_threshold
         self.nms_radius = nms_radius

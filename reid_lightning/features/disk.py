@@ -26,9 +26,10 @@ class DiskExtractor(LocalFeatureExtractor):
         weights: explicit checkpoint file (``{"extractor": state_dict}``); None resolves
             ``disk-<checkpoint>``.
         weights_dir: folder searched for the checkpoint before the torch hub cache.
-        cache_dir: disk cache of extracted features keyed by image content and configuration; None disables
+        cache_dir: disk cache of extracted features keyed by image and configuration; None disables
             it.
         progress: show a tqdm progress bar.
+        memory_cache: images whose features stay in memory across calls (LRU); 0: none.
     """
 
     family = "disk"
@@ -47,8 +48,9 @@ class DiskExtractor(LocalFeatureExtractor):
         weights_dir: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        memory_cache: int = 1024,
     ) -> None:
-        super().__init__(max_num_keypoints, batch_size, num_workers, device, cache_dir, progress)
+        super().__init__(max_num_keypoints, batch_size, num_workers, device, cache_dir, progress, memory_cache)
         if checkpoint not in ("depth", "epipolar"):
             raise ValueError(f"checkpoint must be 'depth' or 'epipolar', got {checkpoint!r}.")
         self.checkpoint = checkpoint

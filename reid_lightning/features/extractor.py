@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 import kornia
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from .cache import FeatureCache, image_hash
+from .cache import FeatureCache, file_keys, image_hash
 from .images import check_unit_range, group_by_size, iterate_images
 from .local_features import LocalFeatures
 
@@ -55,8 +55,12 @@ class LocalFeatureExtractor:
         batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
         num_workers: DataLoader workers reading the dataset.
         device: device of the network; None picks CUDA when available.
-        cache_dir: folder of a disk cache keyed by image content and :attr:`config_key`; None disables it.
+        cache_dir: folder of a disk cache keyed by image and :attr:`config_key`; None: no disk cache.
+        memory_cache: images whose features stay in memory across calls (an LRU over the disk cache); 0: none.
         progress: show a tqdm progress bar.
+
+    Cache keys are cheap where the dataset allows (``ImageDataset``: file identity + metadata row + transform,
+    see :func:`file_keys`; a warm cache then reads no image) and the decoded image's content otherwise.
     """
 
     family: ClassVar[str]
@@ -70,6 +74,7 @@ class LocalFeatureExtractor:
         device: str | torch.device | None = None,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        memory_cache: int = 1024,
     ) -> None:
         if max_num_keypoints < 1:
             raise ValueError(f"max_num_keypoints must be positive, got {max_num_keypoints}.")
@@ -83,6 +88,8 @@ class LocalFeatureExtractor:
         self.num_workers = num_workers
         self.cache_dir = cache_dir
         self.progress = progress
+        self.memory_cache = memory_cache
+        self._caches: dict[tuple[str | None, str], FeatureCache] = {}
         self.weights_fingerprint = "none"
 
     def config(self) -> dict[str, Any]:
@@ -124,25 +131,55 @@ class LocalFeatureExtractor:
                 rows[position]["image_sizes"] = torch.tensor([batch.shape[-1], batch.shape[-2]])
         return rows
 
-    def __call__(self, dataset: Dataset) -> LocalFeatures:
-        """Features of every image of ``dataset``: :class:`LocalFeatures` with ``N = len(dataset)``."""
-        cache = FeatureCache(self.cache_dir, self.config_key) if self.cache_dir is not None else None
+    def _cache(self, cache_dir: str | os.PathLike | None) -> FeatureCache | None:
+        """The cache of ``cache_dir`` and the current configuration, kept so its memory level lasts."""
+        if cache_dir is None and self.memory_cache <= 0:
+            return None
+        where = (None if cache_dir is None else str(cache_dir), self.config_key)
+        if where not in self._caches:
+            self._caches[where] = FeatureCache(cache_dir, self.config_key, self.memory_cache)
+        return self._caches[where]
+
+    def _extract_rows(
+        self, dataset: Dataset, cache: FeatureCache | None, keys: list[str] | None
+    ) -> list[dict[str, torch.Tensor]]:
+        """Features of every image of ``dataset``; with ``keys`` (one per image) they key the cache, otherwise
+        the decoded image's content does."""
         rows: list[dict[str, torch.Tensor]] = []
-        batches = iterate_images(
-            dataset, self.batch_size, self.num_workers, type(self).__name__, self.progress
-        )
+        batches = iterate_images(dataset, self.batch_size, self.num_workers, type(self).__name__, self.progress)
         for start, images in batches:
             for offset, image in enumerate(images):
                 check_unit_range(image, start + offset)
-            keys = [image_hash(image) for image in images] if cache else []
-            batch_rows = [cache.get(key) for key in keys] if cache else [None] * len(images)
+            if cache is None:
+                rows.extend(self._extract_batch(images))
+                continue
+            batch_keys = keys[start : start + len(images)] if keys else [image_hash(image) for image in images]
+            batch_rows = [cache.get(key) for key in batch_keys]
             missing = [i for i, row in enumerate(batch_rows) if row is None]
             if missing:
                 for i, row in zip(missing, self._extract_batch([images[i] for i in missing]), strict=True):
                     batch_rows[i] = row
-                    if cache:
-                        cache.put(keys[i], row)
+                    cache.put(batch_keys[i], row)
             rows.extend(batch_rows)
+        return rows
+
+    def __call__(self, dataset: Dataset, cache_dir: str | os.PathLike | None = None) -> LocalFeatures:
+        """Features of every image of ``dataset``: :class:`LocalFeatures` with ``N = len(dataset)``.
+
+        ``cache_dir`` replaces :attr:`cache_dir` for this call (e.g. a caller's default cache folder).
+        """
+        cache = self._cache(cache_dir if cache_dir is not None else self.cache_dir)
+        keys = file_keys(dataset) if cache is not None else None
+        if keys is None:
+            rows = self._extract_rows(dataset, cache, None)
+        else:
+            # look every image up before reading any: a warm cache decodes nothing
+            rows = [cache.get(key) for key in keys]
+            missing = [i for i, row in enumerate(rows) if row is None]
+            if missing:
+                extracted = self._extract_rows(Subset(dataset, missing), cache, [keys[i] for i in missing])
+                for i, row in zip(missing, extracted, strict=True):
+                    rows[i] = row
         if not rows:
             raise ValueError(f"{type(self).__name__} got an empty dataset.")
         tensors = {name: torch.stack([row[name] for row in rows]) for name in rows[0]}

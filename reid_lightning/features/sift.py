@@ -32,9 +32,10 @@ class SiftExtractor(LocalFeatureExtractor):
         batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
         num_workers: DataLoader workers reading the dataset.
         device: device of the computation; None picks CUDA when available.
-        cache_dir: disk cache of extracted features keyed by image content and configuration; None disables
+        cache_dir: disk cache of extracted features keyed by image and configuration; None disables
             it.
         progress: show a tqdm progress bar.
+        memory_cache: images whose features stay in memory across calls (LRU); 0: none.
     """
 
     family = "sift"
@@ -51,8 +52,9 @@ class SiftExtractor(LocalFeatureExtractor):
         device: str | torch.device | None = None,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        memory_cache: int = 1024,
     ) -> None:
-        super().__init__(max_num_keypoints, batch_size, num_workers, device, cache_dir, progress)
+        super().__init__(max_num_keypoints, batch_size, num_workers, device, cache_dir, progress, memory_cache)
         self.upright = upright
         self.rootsift = rootsift
         self.descriptor_backend = descriptor_backend

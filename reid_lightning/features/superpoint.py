@@ -84,9 +84,10 @@ class SuperPointExtractor(LocalFeatureExtractor):
         device: device of the network; None picks CUDA when available.
         weights: explicit checkpoint in the official format (``conv1a.weight`` ... ``convDb.bias``).
         weights_dir: folder searched for ``superpoint_v1.pth`` before the torch hub cache.
-        cache_dir: disk cache of extracted features keyed by image content and configuration; None disables
+        cache_dir: disk cache of extracted features keyed by image and configuration; None disables
             it.
         progress: show a tqdm progress bar.
+        memory_cache: images whose features stay in memory across calls (LRU); 0: none.
     """
 
     family = "superpoint"
@@ -105,8 +106,9 @@ class SuperPointExtractor(LocalFeatureExtractor):
         weights_dir: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        memory_cache: int = 1024,
     ) -> None:
-        super().__init__(max_num_keypoints, batch_size, num_workers, device, cache_dir, progress)
+        super().__init__(max_num_keypoints, batch_size, num_workers, device, cache_dir, progress, memory_cache)
         self.detection_threshold = detection_threshold
         self.nms_radius = nms_radius
         self.remove_borders = remove_borders
