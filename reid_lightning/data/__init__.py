@@ -4,7 +4,7 @@ from .datamodule import ReIDDataModule, ReIDSamples
 from .dataset import ImageDataset
 from .labels import UNKNOWN, contiguous_classes, encode_identities
 from .metadata import load_metadata, parse_bbox
-from .samplers import m_per_class_sampler
+from .samplers import MPerClassSampler
 from .splits import (
     SPLIT_STRATEGIES,
     split_by_column,
@@ -21,6 +21,7 @@ __all__ = [
     "SPLIT_STRATEGIES",
     "UNKNOWN",
     "ImageDataset",
+    "MPerClassSampler",
     "ReIDDataModule",
     "ReIDSamples",
     "build_transforms",
@@ -29,7 +30,6 @@ __all__ = [
     "encode_identities",
     "from_wildlife_datasets",
     "load_metadata",
-    "m_per_class_sampler",
     "make_synthetic_individuals",
     "parse_bbox",
     "split_by_column",

@@ -16,7 +16,7 @@ from ..rundir import run_log_dir, write_new_file
 from .dataset import IMG_LOAD_MODES, ImageDataset
 from .labels import UNKNOWN_MARKERS, contiguous_classes
 from .metadata import find_metadata_csv, load_metadata
-from .samplers import m_per_class_sampler
+from .samplers import MPerClassSampler
 from .splits import SPLIT_NAMES, check_split_arguments, split_metadata
 from .transforms import build_transforms
 from .validation import BAD_IMAGE_POLICIES, bad_images_message, check_images
@@ -186,6 +186,8 @@ class ReIDDataModule(L.LightningDataModule):
         self._backbone_config: dict | None = None
         self._train_generator: torch.Generator | None = None
         self._pending_generator_state: torch.Tensor | None = None
+        self._sampler_seed: int | None = None
+        self._pending_sampler_seed: int | None = None
         self._images: ImageDataset | None = None
         self._positions: dict[str, np.ndarray] = {}
         self._class_index = np.empty(0, dtype=np.int64)
@@ -383,7 +385,16 @@ class ReIDDataModule(L.LightningDataModule):
         else:  # seeded from the global generator, so that seed_everything decides the order
             self._train_generator.manual_seed(int(torch.randint(2**62, ()).item()))
         if self.m_per_class is not None:
-            sampler = m_per_class_sampler(self._class_index, m=self.m_per_class, batch_size=self.batch_size)
+            if self._pending_sampler_seed is not None:
+                self._sampler_seed, self._pending_sampler_seed = self._pending_sampler_seed, None
+            else:
+                self._sampler_seed = int(torch.randint(2**62, (), generator=self._train_generator))
+            trainer = self.trainer
+            sampler = MPerClassSampler(
+                self._class_index, m=self.m_per_class, batch_size=self.batch_size, seed=self._sampler_seed,
+                num_replicas=trainer.world_size if trainer is not None else 1,
+                rank=trainer.global_rank if trainer is not None else 0,
+            )
             return self._loader(samples, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                                 generator=self._train_generator)
         return self._loader(
@@ -392,12 +403,16 @@ class ReIDDataModule(L.LightningDataModule):
         )
 
     def state_dict(self) -> dict:
-        """The training loader's generator state (saved in checkpoints for an exact resume)."""
-        return {} if self._train_generator is None else {"train_generator": self._train_generator.get_state()}
+        """The training loader's generator state and m-per-class seed (saved in checkpoints for an exact resume)."""
+        state = {} if self._train_generator is None else {"train_generator": self._train_generator.get_state()}
+        if self._sampler_seed is not None:
+            state["m_per_class_seed"] = self._sampler_seed
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore the training loader's generator; applied when the training loader is next created."""
         self._pending_generator_state = state_dict.get("train_generator")
+        self._pending_sampler_seed = state_dict.get("m_per_class_seed")
 
     def gallery_dataloader(self) -> DataLoader:
         """All training images with the evaluation transform (the database of known individuals)."""
