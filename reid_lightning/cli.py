@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,5 +120,7 @@ def write_embeddings(trainer, predictions: list) -> Path:
 
 def main(args: list[str] | None = None) -> ReIDCLI:
     """Entry point of ``train.py``."""
+    # every rank computes the evaluation from all gathered embeddings and logs identical values on purpose
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
     torch.set_float32_matmul_precision("high")
     return ReIDCLI(ReIDModule, ReIDDataModule, args=args)

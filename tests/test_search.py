@@ -155,3 +155,27 @@ def test_classifiers_give_identical_answers_from_results_and_from_the_matrix():
     np.testing.assert_allclose(values, expected[1])
     with pytest.raises(ValueError, match="larger k"):
         TopkClassifier(database_labels=names, k=6)(search(query, gallery, k=2, metric="inner", gallery_labels=names))
+
+
+@pytest.mark.parametrize("backend", ["faiss", "faiss-ivf", "faiss-hnsw"])
+@pytest.mark.parametrize("metric", ["cosine", "inner", "euclid"])
+def test_faiss_backends_return_the_torch_top_k(backend, metric):
+    g = torch.Generator().manual_seed(11)
+    query, gallery = torch.randn(60, 12, generator=g), torch.randn(500, 12, generator=g)
+    query_labels, gallery_labels = torch.randint(0, 40, (60,), generator=g), torch.randint(0, 40, (500,), generator=g)
+    exclude = torch.rand(60, 500, generator=g) < 0.05
+    options = {"k": 10, "metric": metric, "exclude": exclude, "gallery_labels": gallery_labels}
+    exact = search(query, gallery, query_labels=query_labels, **options)
+    indexed = search(query, gallery, query_labels=query_labels, backend=backend, **options)
+    # continuous random data: no ties, so the candidate lists must agree (approximate indexes: nearly always)
+    agreement = (indexed.candidate_indices == exact.candidate_indices).float().mean().item()
+    assert agreement == 1.0 if backend == "faiss" else agreement > 0.9
+    same = indexed.candidate_indices == exact.candidate_indices
+    torch.testing.assert_close(indexed.candidate_scores[same], exact.candidate_scores[same], atol=1e-5, rtol=1e-5)
+    assert indexed.metrics() == exact.metrics()  # full-ranking metrics stay exact
+    # without labels no score block is computed, the candidates are the same
+    unlabelled = search(query, gallery, backend=backend, **options)
+    assert torch.equal(unlabelled.candidate_indices, indexed.candidate_indices)
+    valid = indexed.candidate_indices >= 0
+    rows = torch.arange(60)[:, None].expand_as(valid)
+    assert not exclude[rows[valid], indexed.candidate_indices[valid]].any()

@@ -64,8 +64,9 @@ class LocalFeatureReranking(Callback):
                                    query_groups=torch.as_tensor(groups[0]), gallery_groups=torch.as_tensor(groups[-1]),
                                    leave_one_out=leave_one_out, k=self.reranker.shortlist)
         self.reranker.fit(results, datasets[0], datasets[-1], max_queries=self.calibration_queries)
+        folder = self._folder(trainer)  # every rank: trainer.log_dir is a collective under DDP
         if trainer.is_global_zero:
-            self.reranker.save(self._folder(trainer))
+            self.reranker.save(folder)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         results = pl_module.evaluation_results()
@@ -79,7 +80,8 @@ class LocalFeatureReranking(Callback):
         pl_module.log("test/reranked/seconds", seconds, sync_dist=False)
         # calibration quality on the test shortlist, which the calibrators never saw
         hits = results.hits[:, : next(iter(probabilities.values())).shape[1]].cpu()
-        folder = self._folder(trainer) if trainer.is_global_zero else None
+        folder = self._folder(trainer)
+        folder = folder if trainer.is_global_zero else None
         for name, error in self.reranker.calibration_errors(probabilities, hits, folder).items():
             pl_module.log(f"test/reranked/ece/{name}", error, sync_dist=False)
 

@@ -54,6 +54,7 @@ class ReIDModule(L.LightningModule):
         top_k: tuple[int, ...] = (1, 5),
         candidates: int = 100,
         eval_chunk_size: int | None = None,
+        search_backend: Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"] = "torch",
     ) -> None:
         """
         Args:
@@ -84,6 +85,9 @@ class ReIDModule(L.LightningModule):
                 it to its shortlist); the logged metrics always rank the whole gallery.
             eval_chunk_size: queries scored at once during evaluation (None: about 8M scores per chunk; bounds
                 memory).
+            search_backend: ``torch`` (exact, chunked), ``faiss`` (exact flat index), ``faiss-ivf``/``faiss-hnsw``
+                (approximate candidates, rescored exactly); the logged metrics rank the whole gallery exactly with
+                every backend.
         """
         super().__init__()
         if loss not in LOSS_NAMES:
@@ -264,7 +268,7 @@ class ReIDModule(L.LightningModule):
         return search(query, gallery, k=min(k or max(self.hparams.candidates, self._required_candidates), len(gallery)), metric=self.hparams.metric,
                       exclude=exclusion, query_labels=query_labels, gallery_labels=gallery_labels,
                       identity_names=getattr(datamodule, "identity_names", None),
-                      chunk_size=self.hparams.eval_chunk_size)
+                      chunk_size=self.hparams.eval_chunk_size, backend=self.hparams.search_backend)
 
     def embed(self, loader) -> tuple[Tensor, Tensor | None]:
         """Embeddings ``(N, D)`` and labels of a loader in its order, in eval mode and under the trainer's

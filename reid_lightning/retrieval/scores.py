@@ -12,26 +12,36 @@ from ..eval.scores import METRICS, Metric, pairwise_scores
 
 
 class ScoreSource(Protocol):
-    """What a search backend provides: score blocks of query rows against the whole gallery.
+    """What a search backend provides: score blocks of query rows against the whole gallery, and candidates.
 
-    ``block(rows)`` is ``(q, G)``; ``candidates(block, k)`` the ``k`` best columns of a block (ties in gallery
-    order). A backend with an index (FAISS) answers ``candidates`` from the index; metrics still stream
-    ``block``.
+    ``block(rows)`` is ``(q, G)``; ``candidates(rows, k, block=..., excluded=...)`` the ``k`` best gallery items of
+    those queries (ties in gallery order), excluded pairs never among them. Exact sources rank ``block``; a source
+    with an index (FAISS) answers from the index and needs no block (``needs_block = False``), so the dense rows
+    are only computed when exact full-ranking metrics are asked for.
     """
 
     num_queries: int
     num_gallery: int
+    needs_block: bool
 
     def block(self, rows: slice) -> Tensor: ...
 
-    def candidates(self, rows: slice, block: Tensor, k: int) -> tuple[Tensor, Tensor]: ...
+    def candidates(self, rows: slice, k: int, *, block: Tensor | None = None, excluded: Tensor | None = None
+                   ) -> tuple[Tensor, Tensor]: ...
 
     def select(self, queries: Tensor) -> ScoreSource: ...
 
 
 class _ExactTopK:
-    def candidates(self, rows: slice, block: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    needs_block = True
+
+    def candidates(self, rows: slice, k: int, *, block: Tensor | None = None, excluded: Tensor | None = None
+                   ) -> tuple[Tensor, Tensor]:
         """``(scores (q, k), indices (q, k))`` of the block's best columns, best first."""
+        if block is None:
+            block = self.block(rows)
+            if excluded is not None:
+                block = block.masked_fill(excluded, float("-inf"))
         return stable_topk(block, k)
 
 

@@ -9,10 +9,13 @@ from torch import Tensor
 from ..eval.labels import LabelsLike
 from ..eval.scores import Metric
 from .exclusion import Exclusion
+from .faiss_index import FaissScores
 from .results import RetrievalResults
 from .scores import EmbeddingScores
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "faiss", "faiss-ivf", "faiss-hnsw")
+"""``torch``: exact, chunked matmul; ``faiss``: exact flat index; ``faiss-ivf``/``faiss-hnsw``: approximate
+candidates rescored exactly (see :class:`~reid_lightning.retrieval.faiss_index.FaissScores`)."""
 
 
 def search(
@@ -44,13 +47,19 @@ def search(
         gallery_labels: ``(G,)`` identities of the gallery items; required.
         identity_names: code -> name of integer labels (string labels name themselves).
         chunk_size: queries scored at once (default: about 8M scores per chunk).
-        backend: ``torch`` (exact, chunked).
+        backend: ``torch`` (exact, chunked matmul), ``faiss`` (exact flat index), ``faiss-ivf`` / ``faiss-hnsw``
+            (approximate candidates, exactly rescored). Full-ranking metrics stay exact with every backend (they
+            stream score blocks); without labels the FAISS backends compute no block at all.
     """
     if backend not in BACKENDS:
         raise ValueError(f"Unknown search backend {backend!r}; choose one of {list(BACKENDS)}")
     if gallery_labels is None:
         raise ValueError("search needs gallery_labels= (the identity of every gallery item)")
-    source = EmbeddingScores(query, gallery, metric)
+    if backend == "torch":
+        source = EmbeddingScores(query, gallery, metric)
+    else:
+        index_type = backend.removeprefix("faiss").removeprefix("-") or "flat"
+        source = FaissScores(query, gallery, metric, index_type=index_type)
     return RetrievalResults.from_source(source, k=k, exclude=exclude, query_labels=query_labels,
                                         gallery_labels=gallery_labels, identity_names=identity_names,
                                         chunk_size=chunk_size)
