@@ -179,3 +179,19 @@ def test_faiss_backends_return_the_torch_top_k(backend, metric):
     valid = indexed.candidate_indices >= 0
     rows = torch.arange(60)[:, None].expand_as(valid)
     assert not exclude[rows[valid], indexed.candidate_indices[valid]].any()
+
+
+def test_candidates_without_labels_come_from_merged_gallery_tiles(monkeypatch):
+    import reid_lightning.retrieval.scores as scores_module
+
+    query, gallery, query_labels, gallery_labels = tied_problem(seed=9, num_queries=17, num_gallery=45)
+    exclude = torch.rand(17, 45, generator=torch.Generator().manual_seed(3)) < 0.2
+    with_rows = search(query, gallery, k=9, metric="inner", exclude=exclude, query_labels=query_labels,
+                       gallery_labels=gallery_labels)
+    monkeypatch.setattr(scores_module, "ELEMENTS_PER_TILE", 40)  # tiles of a few gallery items
+    tiled = search(query, gallery, k=9, metric="inner", exclude=exclude, gallery_labels=gallery_labels,
+                   chunk_size=5)
+    expected, _ = brute_force(query @ gallery.T, gallery_labels, query_labels, exclude, 9)
+    assert torch.equal(with_rows.candidate_indices, expected)
+    assert torch.equal(tiled.candidate_indices, expected)
+    torch.testing.assert_close(tiled.candidate_scores, with_rows.candidate_scores)

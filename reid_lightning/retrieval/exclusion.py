@@ -24,6 +24,7 @@ class Exclusion:
         keys = torch.unique(pairs[:, 0] * num_gallery + pairs[:, 1])  # sorted by query, then gallery
         self.pairs = torch.stack([keys // num_gallery, keys % num_gallery], dim=1)
         self._queries = self.pairs[:, 0].contiguous()
+        self._per_query: Tensor | None = None
         self.num_queries, self.num_gallery = num_queries, num_gallery
 
     def __len__(self) -> int:
@@ -70,16 +71,29 @@ class Exclusion:
         return Exclusion(torch.cat([self.pairs, other.pairs]), num_queries=self.num_queries,
                          num_gallery=self.num_gallery)
 
-    def mask(self, rows: slice, *, device: torch.device | str | None = None) -> Tensor | None:
-        """``(q, G)`` bool mask of the query rows ``rows`` (None when none of them excludes anything)."""
+    def _rows(self, rows: slice) -> tuple[int, int, Tensor]:
         start, stop = rows.start or 0, min(rows.stop if rows.stop is not None else self.num_queries, self.num_queries)
         first, past = torch.searchsorted(self._queries, torch.tensor([start, stop])).tolist()
-        if first == past:
+        return start, stop, self.pairs[first:past]
+
+    def mask(self, rows: slice, columns: slice = slice(None), *, device: torch.device | str | None = None
+             ) -> Tensor | None:
+        """``(q, g)`` bool mask of the query rows ``rows`` and gallery ``columns`` (None: nothing excluded there)."""
+        start, stop, chunk = self._rows(rows)
+        first_column, past_column, _ = columns.indices(self.num_gallery)
+        chunk = chunk[(chunk[:, 1] >= first_column) & (chunk[:, 1] < past_column)]
+        if not len(chunk):
             return None
-        mask = torch.zeros(stop - start, self.num_gallery, dtype=torch.bool)
-        chunk = self.pairs[first:past]
-        mask[chunk[:, 0] - start, chunk[:, 1]] = True
+        mask = torch.zeros(stop - start, past_column - first_column, dtype=torch.bool)
+        mask[chunk[:, 0] - start, chunk[:, 1] - first_column] = True
         return mask.to(device)
+
+    def contains(self, rows: slice, gallery_indices: Tensor) -> Tensor:
+        """``(q, n)`` bool: is (query ``rows.start + i``, ``gallery_indices[i, j]``) excluded."""
+        start, _, chunk = self._rows(rows)
+        keys = (chunk[:, 0] - start) * self.num_gallery + chunk[:, 1]
+        local = torch.arange(len(gallery_indices))[:, None] * self.num_gallery + gallery_indices.cpu()
+        return torch.isin(local, keys).to(gallery_indices.device)
 
     def select(self, queries: Tensor) -> Exclusion:
         """The exclusion of the query subset ``queries (Q',)`` (positions into the original queries)."""
@@ -92,4 +106,6 @@ class Exclusion:
 
     def per_query(self) -> Tensor:
         """``(Q,)`` number of excluded gallery items of every query."""
-        return torch.bincount(self._queries, minlength=self.num_queries)
+        if self._per_query is None:
+            self._per_query = torch.bincount(self._queries, minlength=self.num_queries)
+        return self._per_query

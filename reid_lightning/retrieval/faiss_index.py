@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..eval.scores import Metric
+from .exclusion import Exclusion
 from .scores import EmbeddingScores
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
@@ -41,10 +42,8 @@ class FaissScores(EmbeddingScores):
         rescore_factor: approximate indexes return this many times ``k`` candidates for exact rescoring.
     """
 
-    needs_block = False
-
     def __init__(self, query: Tensor, gallery: Tensor, metric: Metric = "cosine", *, index_type: str = "flat",
-                 nlist: int | None = None, nprobe: int = 16, rescore_factor: int = 4, _index=None) -> None:
+                 nlist: int | None = None, nprobe: int = 32, rescore_factor: int = 4, _index=None) -> None:
         super().__init__(query, gallery, metric)
         if index_type not in INDEX_TYPES:
             raise ValueError(f"Unknown FAISS index {index_type!r}; choose one of {list(INDEX_TYPES)}")
@@ -72,16 +71,19 @@ class FaissScores(EmbeddingScores):
             nlist = self.nlist or max(1, min(len(vectors) // 39, int(4 * math.sqrt(len(vectors)))))
             quantizer = faiss.IndexFlatIP(dim) if inner else faiss.IndexFlatL2(dim)
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
-            index.train(vectors)
+            # k-means on at most 64 points per list (FAISS's own advice), not on millions
+            sample = np.random.default_rng(0).permutation(len(vectors))[: 64 * nlist]
+            index.train(vectors[np.sort(sample)])
             index.nprobe = min(self.nprobe, nlist)
         index.add(vectors)
         return index
 
-    def candidates(self, rows: slice, k: int, *, block: Tensor | None = None, excluded: Tensor | None = None
-                   ) -> tuple[Tensor, Tensor]:
-        """``(scores (q, k), indices (q, k))``: index search, exact rescoring, stable order, exclusions dropped."""
+    def candidates(self, rows: slice, k: int, *, block: Tensor | None = None,
+                   exclusion: Exclusion | None = None) -> tuple[Tensor, Tensor]:
+        """``(scores (q, k), indices (q, k))``: index search, exact rescoring, stable order, exclusions dropped
+        (``block`` is not needed: the index answers)."""
         query = self.query[rows]
-        extra = int(excluded.sum(dim=1).max()) if excluded is not None else 0
+        extra = int(exclusion.per_query()[rows].max()) if exclusion is not None and len(query) else 0
         wanted = k + extra
         if self.index_type != "flat":
             wanted *= self.rescore_factor
@@ -89,8 +91,8 @@ class FaissScores(EmbeddingScores):
         _, found = self.index.search(self._vectors(query), wanted)
         found = torch.from_numpy(found).long()
         valid = found >= 0
-        if excluded is not None:
-            valid &= ~excluded.cpu().gather(1, found.clamp(min=0))
+        if exclusion is not None:
+            valid &= ~exclusion.contains(rows, found.clamp(min=0))
         scores = self._exact(query, found.clamp(min=0)).masked_fill(~valid, float("-inf"))
         # ties in gallery order: sort by index, then stably by score
         by_index = torch.where(valid, found, self.num_gallery).argsort(dim=1)

@@ -9,40 +9,54 @@ from torch import Tensor
 
 from ..eval.ranking import stable_topk
 from ..eval.scores import METRICS, Metric, pairwise_scores
+from .exclusion import Exclusion
+
+ELEMENTS_PER_TILE = 2**23
+"""Scores held at once when candidates are found tile by tile (32 MiB of float32)."""
 
 
 class ScoreSource(Protocol):
     """What a search backend provides: score blocks of query rows against the whole gallery, and candidates.
 
-    ``block(rows)`` is ``(q, G)``; ``candidates(rows, k, block=..., excluded=...)`` the ``k`` best gallery items of
-    those queries (ties in gallery order), excluded pairs never among them. Exact sources rank ``block``; a source
-    with an index (FAISS) answers from the index and needs no block (``needs_block = False``), so the dense rows
-    are only computed when exact full-ranking metrics are asked for.
+    ``block(rows)`` is ``(q, G)``; ``candidates(rows, k, block=..., exclusion=...)`` the ``k`` best gallery items
+    of those queries (ties in gallery order), excluded pairs never among them. When full rows are computed anyway
+    (exact full-ranking metrics), ``block`` (excluded pairs already at -inf) is passed and ranked; otherwise a
+    source finds candidates its own way: gallery tiles (torch) or an index (FAISS), never a full row.
     """
 
     num_queries: int
     num_gallery: int
-    needs_block: bool
 
-    def block(self, rows: slice) -> Tensor: ...
+    def block(self, rows: slice, columns: slice = slice(None)) -> Tensor: ...
 
-    def candidates(self, rows: slice, k: int, *, block: Tensor | None = None, excluded: Tensor | None = None
-                   ) -> tuple[Tensor, Tensor]: ...
+    def candidates(self, rows: slice, k: int, *, block: Tensor | None = None,
+                   exclusion: Exclusion | None = None) -> tuple[Tensor, Tensor]: ...
 
     def select(self, queries: Tensor) -> ScoreSource: ...
 
 
 class _ExactTopK:
-    needs_block = True
-
-    def candidates(self, rows: slice, k: int, *, block: Tensor | None = None, excluded: Tensor | None = None
-                   ) -> tuple[Tensor, Tensor]:
-        """``(scores (q, k), indices (q, k))`` of the block's best columns, best first."""
-        if block is None:
-            block = self.block(rows)
+    def candidates(self, rows: slice, k: int, *, block: Tensor | None = None,
+                   exclusion: Exclusion | None = None) -> tuple[Tensor, Tensor]:
+        """``(scores (q, k), indices (q, k))`` of the best columns, best first: from ``block`` when given, else
+        from gallery tiles of about ``ELEMENTS_PER_TILE`` scores, merged (ties keep gallery order throughout)."""
+        if block is not None:
+            return stable_topk(block, k)
+        num_rows = len(range(*rows.indices(self.num_queries)))
+        width = max(k, ELEMENTS_PER_TILE // max(num_rows, 1))
+        values, indices = [], []
+        for first in range(0, self.num_gallery, width):
+            columns = slice(first, min(first + width, self.num_gallery))
+            tile = self.block(rows, columns)
+            excluded = exclusion.mask(rows, columns, device=tile.device) if exclusion is not None else None
             if excluded is not None:
-                block = block.masked_fill(excluded, float("-inf"))
-        return stable_topk(block, k)
+                tile = tile.masked_fill(excluded, float("-inf"))
+            tile_values, tile_indices = stable_topk(tile, min(k, tile.shape[1]))
+            values.append(tile_values)
+            indices.append(tile_indices + first)
+        # tiles are concatenated in gallery order, so equal scores still rank by gallery index
+        merged_values, position = stable_topk(torch.cat(values, dim=1), k)
+        return merged_values, torch.cat(indices, dim=1).gather(1, position)
 
 
 class EmbeddingScores(_ExactTopK):
@@ -61,13 +75,13 @@ class EmbeddingScores(_ExactTopK):
         self.num_queries, self.num_gallery = len(query), len(gallery)
         self._gallery_norms = (gallery.float().norm(dim=1).clamp(min=1e-12) if metric == "cosine" else None)
 
-    def block(self, rows: slice) -> Tensor:
+    def block(self, rows: slice, columns: slice = slice(None)) -> Tensor:
         query = self.query[rows].to(self.gallery.device)
+        gallery = self.gallery[columns].float()
         if self.metric != "cosine":
-            return pairwise_scores(query.float(), self.gallery.float(), self.metric)
+            return pairwise_scores(query.float(), gallery, self.metric)
         query = torch.nn.functional.normalize(query.float(), dim=1)
-        scores = query @ self.gallery.float().T
-        return scores.div_(self._gallery_norms[None, :]).clamp_(-1.0, 1.0)
+        return (query @ gallery.T).div_(self._gallery_norms[None, columns]).clamp_(-1.0, 1.0)
 
     def select(self, queries: Tensor) -> EmbeddingScores:
         return EmbeddingScores(self.query[queries.to(self.query.device)], self.gallery, self.metric)
@@ -84,8 +98,8 @@ class DenseScores(_ExactTopK):
         self.scores = scores
         self.num_queries, self.num_gallery = scores.shape
 
-    def block(self, rows: slice) -> Tensor:
-        return self.scores[rows]
+    def block(self, rows: slice, columns: slice = slice(None)) -> Tensor:
+        return self.scores[rows, columns]
 
     def select(self, queries: Tensor) -> DenseScores:
         return DenseScores(self.scores[queries.to(self.scores.device)])
@@ -103,7 +117,9 @@ class ShortlistFirst(_ExactTopK):
         self.base, self.shortlist = base, shortlist
         self.num_queries, self.num_gallery = base.num_queries, base.num_gallery
 
-    def block(self, rows: slice) -> Tensor:
+    def block(self, rows: slice, columns: slice = slice(None)) -> Tensor:
+        if columns != slice(None):
+            return self.block(rows)[:, columns]
         block = self.base.block(rows).float()
         head = self.shortlist[rows].to(block.device)
         slots = torch.where(head >= 0, head, self.num_gallery)  # empty slots land in a dropped extra column

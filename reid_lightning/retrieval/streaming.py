@@ -13,7 +13,7 @@ from ..eval.query_stats import QueryStats, _chunk_stats
 from .exclusion import Exclusion
 from .scores import ScoreSource
 
-INDEX_QUERIES_PER_CHUNK = 4096
+QUERIES_PER_CHUNK = 1024
 ELEMENTS_PER_CHUNK = 2**23
 """About this many scores are held at once (32 MiB of float32): memory is bounded by the chunk, not by Q x G."""
 
@@ -74,23 +74,20 @@ def stream(
     rankable gallery items has its last slots padded with index -1 and score -inf.
     """
     scores_parts, index_parts, stats_parts = [], [], []
-    if query_codes is None and not source.needs_block:  # index search only: chunks of queries, not of scores
-        chunk_size = chunk_size or INDEX_QUERIES_PER_CHUNK
+    if query_codes is None:  # candidates only: chunks of queries, each source bounds its own memory
+        chunk_size = chunk_size or QUERIES_PER_CHUNK
     for rows in chunk_rows_for(source.num_queries, source.num_gallery, chunk_size):
-        excluded = exclusion.mask(rows) if exclusion is not None else None
         block = None
-        if query_codes is not None or source.needs_block:
-            block = source.block(rows)
-            if excluded is not None:
-                excluded = excluded.to(block.device)
-                block = block.masked_fill(excluded, float("-inf"))
         if query_codes is not None:
+            block = source.block(rows)
+            excluded = exclusion.mask(rows, device=block.device) if exclusion is not None else None
             targets = query_codes[rows].to(block.device)[:, None] == gallery_codes.to(block.device)[None, :]
             if excluded is not None:
+                block = block.masked_fill(excluded, float("-inf"))
                 targets &= ~excluded
             stats_parts.append(_chunk_stats(block, targets))
         if k is not None:
-            values, indices = source.candidates(rows, k, block=block, excluded=excluded)
+            values, indices = source.candidates(rows, k, block=block, exclusion=exclusion)
             values = values.float()
             # excluded (or unscorable) items are never candidates
             indices = indices.masked_fill(values == float("-inf"), -1)
