@@ -24,7 +24,7 @@ def run_cli(workdir: Path, *args: str, devices: int, metrics_dir: Path | None = 
         "--data.synthetic_individuals", "6", "--data.synthetic_images_per_individual", "9",
         "--data.synthetic_image_size", "32", "--data.image_size", "32", "--data.batch_size", "4",
         "--data.eval_batch_size", "4", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
-        "--trainer.devices", str(devices), "--trainer.callbacks+=ddp_probe.DumpRankMetrics", *options,
+        "--trainer.devices", str(devices), *options, "--trainer.callbacks+=ddp_probe.DumpRankMetrics",
     ]
     if devices > 1:
         command += ["--trainer.strategy", "ddp"]
@@ -47,7 +47,7 @@ def rank_metrics(folder: Path, stage: str, world_size: int) -> dict:
 def trained(tmp_path_factory):
     """A 2-process fit with m-per-class batches; returns the work dir (checkpoints/last.ckpt inside)."""
     workdir = tmp_path_factory.mktemp("ddp")
-    run_cli(workdir, "fit", "--trainer.max_epochs", "2", "--data.m_per_class", "2", devices=2,
+    run_cli(workdir, "fit", "--trainer.max_epochs", "1", "--data.m_per_class", "2", devices=2,
             metrics_dir=workdir / "fit_metrics")
     return workdir
 

@@ -125,3 +125,18 @@ def test_same_sequence_gallery_images_are_excluded_from_candidates_and_metrics()
         aps.append(ev.pr_metrics(scores[i : i + 1, keep], gallery_labels[keep], query_labels[i : i + 1])["AP"].item())
     assert metrics["mAP"].item() == pytest.approx(sum(aps) / 9)
     assert metrics["excluded_pairs"].item() == int(same.sum())
+
+
+def test_channels_last_and_compile_keep_embeddings_and_checkpoint_names():
+    torch.manual_seed(0)
+    plain = ReIDModule(backbone="torch.nn.Flatten", pretrained=False)
+    fast = ReIDModule(backbone="torch.nn.Flatten", pretrained=False, channels_last=True,
+                      compile=True)
+    fast.load_state_dict(plain.state_dict())
+    images = torch.randn(3, 3, 2, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(images), plain(images))
+    assert isinstance(fast._compiled_backbone, torch._dynamo.eval_frame.OptimizedModule)
+    # the compiled wrapper is not part of the module tree: checkpoints keep the plain names
+    assert "_compiled_backbone" not in dict(fast.named_modules())
+    assert list(fast.state_dict()) == list(plain.state_dict())

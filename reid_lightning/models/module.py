@@ -55,6 +55,8 @@ class ReIDModule(L.LightningModule):
         candidates: int = 100,
         eval_chunk_size: int | None = None,
         search_backend: Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"] = "torch",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -88,6 +90,10 @@ class ReIDModule(L.LightningModule):
             search_backend: ``torch`` (exact, chunked), ``faiss`` (exact flat index), ``faiss-ivf``/``faiss-hnsw``
                 (approximate candidates, rescored exactly); the logged metrics rank the whole gallery exactly with
                 every backend.
+            channels_last: run the backbone in channels-last memory format (faster convolutions on recent GPUs
+                and CPUs, especially with mixed precision).
+            compile: ``torch.compile`` the backbone's forward (weights and checkpoints stay those of the plain
+                module); the first batches are slower while it compiles.
         """
         super().__init__()
         if loss not in LOSS_NAMES:
@@ -106,6 +112,9 @@ class ReIDModule(L.LightningModule):
         if init_ckpt:
             self._load_init_checkpoint(init_ckpt)
         self._required_candidates = 0
+        self._compiled_backbone = None
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
         self._eval_outputs: dict[int, list[dict[str, Tensor]]] = {}
         self._evaluation: tuple[RetrievalResults, dict[str, Tensor]] | None = None
 
@@ -117,7 +126,18 @@ class ReIDModule(L.LightningModule):
 
     def forward(self, images: Tensor) -> Tensor:
         """images: (B, 3, H, W) -> embeddings (B, D)."""
-        return self.neck(self.backbone(images))
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.neck(self._backbone_forward(images))
+
+    @property
+    def _backbone_forward(self):
+        if not self.hparams.compile:
+            return self.backbone
+        if self._compiled_backbone is None:
+            # kept outside the module tree, so state dicts and checkpoints keep the plain parameter names
+            object.__setattr__(self, "_compiled_backbone", torch.compile(self.backbone))
+        return self._compiled_backbone
 
     def _load_init_checkpoint(self, path: str) -> None:
         checkpoint_path = Path(path).expanduser()
@@ -154,7 +174,9 @@ class ReIDModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss_fn(self(batch["image"]), batch["label"])
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["label"]))
+        # averaged over processes, so every rank logs (and a monitor sees) the same value
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["label"]),
+                 sync_dist=True)
         return loss
 
     def configure_optimizers(self):
