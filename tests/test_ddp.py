@@ -36,10 +36,12 @@ def run_cli(workdir: Path, *args: str, devices: int, metrics_dir: Path | None = 
 
 
 def rank_metrics(folder: Path, stage: str, world_size: int) -> dict:
-    """The metrics every rank logged; they must be identical on all ranks."""
+    """The metrics every rank logged; they must be identical on all ranks (wall-clock timings aside)."""
     per_rank = [json.loads((folder / f"{stage}-rank{r}.json").read_text()) for r in range(world_size)]
     for other in per_rank[1:]:
-        assert other == per_rank[0], "ranks logged different values"
+        for name, value in per_rank[0].items():
+            assert name.endswith("seconds") or other[name] == value, f"ranks logged different {name}"
+        assert other.keys() == per_rank[0].keys()
     return per_rank[0]
 
 

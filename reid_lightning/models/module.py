@@ -287,9 +287,9 @@ class ReIDModule(L.LightningModule):
         if query_groups is not None and gallery_groups is not None:
             exclusion = Exclusion.same_group(query_groups=query_groups, gallery_groups=gallery_groups).union(exclusion)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        return search(query, gallery, k=min(k or max(self.hparams.candidates, self._required_candidates), len(gallery)), metric=self.hparams.metric,
-                      exclude=exclusion, query_labels=query_labels, gallery_labels=gallery_labels,
-                      identity_names=getattr(datamodule, "identity_names", None),
+        k = k or max(self.hparams.candidates, self._required_candidates)
+        return search(query, gallery, k=k, metric=self.hparams.metric, exclude=exclusion, query_labels=query_labels,
+                      gallery_labels=gallery_labels, identity_names=getattr(datamodule, "identity_names", None),
                       chunk_size=self.hparams.eval_chunk_size, backend=self.hparams.search_backend)
 
     def embed(self, loader) -> tuple[Tensor, Tensor | None]:
