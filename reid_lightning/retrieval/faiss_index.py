@@ -37,7 +37,7 @@ class FaissScores(EmbeddingScores):
     Args:
         query, gallery, metric: as :class:`EmbeddingScores`.
         index_type: ``flat``, ``ivf`` or ``hnsw``.
-        nlist: inverted lists of ``ivf`` (default about 4 sqrt(G)).
+        nlist: inverted lists of ``ivf`` (default about sqrt(G)).
         nprobe: lists visited per query (``ivf``).
         rescore_factor: approximate indexes return this many times ``k`` candidates for exact rescoring.
     """
@@ -68,7 +68,7 @@ class FaissScores(EmbeddingScores):
         elif self.index_type == "hnsw":
             index = faiss.IndexHNSWFlat(dim, 32, faiss_metric)
         else:
-            nlist = self.nlist or max(1, min(len(vectors) // 39, int(4 * math.sqrt(len(vectors)))))
+            nlist = self.nlist or max(1, min(len(vectors) // 39, int(math.sqrt(len(vectors)))))
             quantizer = faiss.IndexFlatIP(dim) if inner else faiss.IndexFlatL2(dim)
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
             # k-means on at most 64 points per list (FAISS's own advice), not on millions
