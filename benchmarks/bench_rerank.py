@@ -316,25 +316,46 @@ def cache(args, zebra: pd.DataFrame, root: Path) -> None:
               f"memory {extract_seconds:.2f} s; mean count {next(iter(scores.values())).mean():.1f}")
 
 
+def kornia_loop(extractor, images: list[torch.Tensor]) -> None:
+    """The plain per-image loop a user would write with kornia's network alone (no padding, no batching)."""
+    with torch.inference_mode():
+        for image in images:
+            if isinstance(extractor, DiskExtractor):
+                extractor.model(image[None].to(extractor.device), n=extractor.max_num_keypoints,
+                                pad_if_not_divisible=True)
+            else:
+                extractor.model(image[None].to(extractor.device))
+
+
 def extraction(args, zebra: pd.DataFrame, root: Path) -> None:
-    """ALIKED seconds per image by batch size, at two image sizes (same images, same run)."""
+    """ALIKED and DISK seconds per image by batch size vs a plain per-image kornia loop, at two image sizes
+    (same decoded images in memory, same run)."""
     rows = zebra.iloc[np.random.default_rng(5).choice(len(zebra), args.extract_images, replace=False)]
-    print(f"\n## ALIKED extraction, s/image by batch size ({args.extract_images} zebra images, "
-          f"device={args.device}, load average {os.getloadavg()[0]:.1f})\n")
-    print("| image size | " + " | ".join(f"batch {b}" for b in args.extract_batches) + " |")
-    print("|---|" + "---:|" * len(args.extract_batches))
-    for size in ([256, 256], [302, 512]):
-        images = dataset(root, rows, size)
-        cells = []
-        for batch_size in args.extract_batches:
-            extractor = AlikedExtractor(device=args.device, batch_size=batch_size, progress=False,
-                                        memory_cache=0)
-            extractor(images.get_subset(np.arange(min(2, len(images)))))  # warm-up
+    print(f"\n## Extraction, s/image by batch size vs a plain kornia loop ({args.extract_images} zebra photos "
+          f"decoded in memory, 256 keypoints, device={args.device}, threads={torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f})\n")
+    print("| extractor | image size | kornia loop | " + " | ".join(f"batch {b}" for b in args.extract_batches)
+          + " |")
+    print("|---|---|---:|" + "---:|" * len(args.extract_batches))
+    for name, family in (("ALIKED", AlikedExtractor), ("DISK", DiskExtractor)):
+        for size in args.extract_sizes:
+            decoded = dataset(root, rows, [size, size])
+            images = [decoded[i][0] for i in range(len(decoded))]
+            cells = []
+            plain = family(device=args.device, batch_size=1, progress=False, memory_cache=0)
+            kornia_loop(plain, images[:1])  # warm-up
             start = time.perf_counter()
-            extractor(images)
+            kornia_loop(plain, images)
             sync(args.device)
             cells.append(f"{(time.perf_counter() - start) / len(images):.3f}")
-        print(f"| {size[0]} x {size[1]} | " + " | ".join(cells) + " |")
+            for batch_size in args.extract_batches:
+                extractor = family(device=args.device, batch_size=batch_size, progress=False, memory_cache=0)
+                extractor(images[:1])  # warm-up
+                start = time.perf_counter()
+                extractor(images)
+                sync(args.device)
+                cells.append(f"{(time.perf_counter() - start) / len(images):.3f}")
+            print(f"| {name} | {size} x {size} | " + " | ".join(cells) + " |", flush=True)
 
 
 def main() -> None:
@@ -358,7 +379,8 @@ def main() -> None:
     parser.add_argument("--cache-pool", type=int, default=30)
     parser.add_argument("--cache-queries", type=int, default=10)
     parser.add_argument("--extract-images", type=int, default=8)
-    parser.add_argument("--extract-batches", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--extract-batches", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--extract-sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--only", nargs="+", default=["speed", "accuracy", "modes", "cache", "extraction"],
                         choices=["speed", "accuracy", "modes", "cache", "extraction"])
     args = parser.parse_args()

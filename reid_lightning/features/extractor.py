@@ -163,13 +163,21 @@ class LocalFeatureExtractor:
             rows.extend(batch_rows)
         return rows
 
-    def __call__(self, dataset: Dataset, cache_dir: str | os.PathLike | None = None) -> LocalFeatures:
+    def __call__(
+        self, dataset: Dataset, cache_dir: str | os.PathLike | None = None, keys: list[str] | None = None
+    ) -> LocalFeatures:
         """Features of every image of ``dataset``: :class:`LocalFeatures` with ``N = len(dataset)``.
 
-        ``cache_dir`` replaces :attr:`cache_dir` for this call (e.g. a caller's default cache folder).
+        ``cache_dir`` replaces :attr:`cache_dir` for this call (e.g. a caller's default cache folder);
+        ``keys`` are the images' cache keys when the caller has them already (see :func:`.cache.image_keys`).
         """
         cache = self._cache(cache_dir if cache_dir is not None else self.cache_dir)
-        keys = file_keys(dataset) if cache is not None else None
+        if cache is None:
+            keys = None
+        elif keys is None:
+            keys = file_keys(dataset)
+        elif len(keys) != len(dataset):
+            raise ValueError(f"{type(self).__name__} got {len(keys)} cache keys for {len(dataset)} images.")
         if keys is None:
             rows = self._extract_rows(dataset, cache, None)
         else:
