@@ -52,7 +52,7 @@ class LocalFeatureExtractor:
 
     Args:
         max_num_keypoints: keypoint budget ``K`` per image; images with fewer keypoints are padded and masked.
-        batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
+        batch_size: images per forward pass; None: :attr:`default_batch_sizes` (16 on CUDA, 1 on CPU).
         num_workers: DataLoader workers reading the dataset.
         device: device of the network; None picks CUDA when available.
         cache_dir: folder of a disk cache keyed by image and :attr:`config_key`; None: no disk cache.
@@ -65,6 +65,10 @@ class LocalFeatureExtractor:
 
     family: ClassVar[str]
     channels: ClassVar[int]
+    #: images per forward pass when ``batch_size`` is None, by device type. On a 2-core CPU the networks are
+    #: compute-bound: batches of 2-8 were never reliably faster than one image at 256 or 512 px and hold more
+    #: memory (README, "extraction batch sizes"); CUDA batches amortise kernel launches.
+    default_batch_sizes: ClassVar[dict[str, int]] = {"cpu": 1, "cuda": 16}
 
     def __init__(
         self,
@@ -80,7 +84,7 @@ class LocalFeatureExtractor:
             raise ValueError(f"max_num_keypoints must be positive, got {max_num_keypoints}.")
         self.device = default_device(device)
         if batch_size is None:
-            batch_size = 16 if self.device.type == "cuda" else 4
+            batch_size = self.default_batch_sizes.get(self.device.type, 1)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.max_num_keypoints = max_num_keypoints
