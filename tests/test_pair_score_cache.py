@@ -11,7 +11,7 @@ import sqlite3
 import numpy as np
 import pytest
 import torch
-from helpers import single_thread  # noqa: F401 (autouse fixture)
+from helpers import needs_shipped, single_thread  # noqa: F401 (autouse fixture)
 from PIL import Image
 from test_feature_cache import counting
 from test_features_local import pattern
@@ -19,7 +19,12 @@ from test_pair_scorer import CountingMatcher, images
 
 from reid_lightning.features import SiftExtractor
 from reid_lightning.similarity import PairScorer
-from reid_lightning.similarity.pairwise import CollectCounts
+from reid_lightning.similarity.pairwise import (
+    CollectCounts,
+    CollectCountsRansac,
+    MatchDescriptors,
+    MatchLightGlue,
+)
 from reid_lightning.similarity.pairwise.score_cache import FILE_NAME, PairScoreCache
 
 PAIRS = torch.tensor([[0, 1], [1, 0], [0, 2], [2, 3], [3, 1], [1, 2]])
@@ -146,3 +151,18 @@ def test_unwritable_cache_folder_warns_and_keeps_the_scores(tmp_path):
     with pytest.warns(UserWarning, match="not cached on disk"):
         cache.put_many([(("a", "b"), {"count": 3.0})])
     assert cache.get_many([("a", "b"), ("b", "a")], either_order=True) == [{"count": 3.0}, {"count": 3.0}]
+
+
+@needs_shipped
+def test_matcher_config_key_names_what_changes_scores_only():
+    def key(**options) -> str:
+        return MatchLightGlue("aliked", device="cpu", progress=False, **options).config_key
+
+    base = key()
+    # every setting that changes a pair's matches changes the key; the batch size and progress bar do not
+    for changed in ({"adaptive": False}, {"depth_confidence": 0.9}, {"width_confidence": 0.95}, {"bf16": True},
+                    {"init_threshold": 0.2}, {"collector": CollectCounts([0.4])}):
+        assert key(**changed) != base, changed
+    assert key(batch_size=3) == base
+    ransac = [MatchDescriptors(collector=CollectCountsRansac(inlier_threshold=t)).config_key for t in (1.0, 2.0)]
+    assert ransac[0] != ransac[1]

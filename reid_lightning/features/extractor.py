@@ -66,8 +66,8 @@ class LocalFeatureExtractor:
     family: ClassVar[str]
     channels: ClassVar[int]
     #: images per forward pass when ``batch_size`` is None, by device type. On a 2-core CPU the networks are
-    #: compute-bound: batches of 2-8 were never reliably faster than one image at 256 or 512 px and hold more
-    #: memory (README, "extraction batch sizes"); CUDA batches amortise kernel launches.
+    #: compute-bound: no batch size of 2-8 was consistently faster than one image at 256 or 512 px, and larger
+    #: batches hold more memory (README, "Extraction batch sizes"); CUDA batches amortise kernel launches.
     default_batch_sizes: ClassVar[dict[str, int]] = {"cpu": 1, "cuda": 16}
 
     def __init__(
