@@ -9,11 +9,13 @@ give the same match counts (on CUDA up to a few borderline matches).
 Zero-shot top-1 (score: the number of matches above 0.5 confidence): zebra, original query/gallery split
 restricted to a random subset of identities; dogfaces, leave-one-out over a random subset of identities.
 
-Modes (``--only modes``): full-depth vs adaptive vs adaptive+symmetric (vs +bf16) LightGlue, pairs/s and
-leave-one-out top-1 on subsets of both data sets, all pairs of the features extracted once. Cache (``--only
-cache``): one ``PairScorer.score`` pass over a shortlist (queries x candidates), cold (empty cache folder), warm
-from disk (new extractor: a new process's view) and warm from memory (same extractor). Extraction (``--only
-extraction``): ALIKED seconds per image by batch size and image size.
+Modes (``--only modes``): full-depth vs adaptive vs adaptive+symmetric (``--modes-bf16``: + bf16) LightGlue,
+pairs/s and leave-one-out top-1 on subsets of both data sets (6 identities x 4 images each by default), all
+ordered pairs of the features extracted once. Cache (``--only cache``): one ``PairScorer.score`` pass over a
+shortlist (queries x candidates), cold (empty cache folder), warm from disk (a new scorer: a new process's
+view), warm from memory (the same scorer) and warm with the feature cache alone, with the number of images
+extracted and pairs matched in each. Extraction (``--only extraction``): ALIKED and DISK seconds per image by
+batch size vs a plain per-image kornia loop, at 256 and 512 px (best of interleaved rounds).
 
     python benchmarks/bench_rerank.py                     # CPU: ~5 min on 2 idle cores, longer if shared
     python benchmarks/bench_rerank.py --only modes cache extraction
@@ -248,8 +250,9 @@ def modes(args, zebra: pd.DataFrame, zebra_root: Path, dogs: pd.DataFrame, dogs_
         pairs = pairs[pairs[:, 0] != pairs[:, 1]]
         labels = rows.identity.to_numpy()
         runs = [("full depth (today)", {"adaptive": False}, False), ("adaptive", {"adaptive": True}, False),
-                ("adaptive + symmetric", {"adaptive": True}, True),
-                ("adaptive + symmetric + bf16", {"adaptive": True, "bf16": True}, True)]
+                ("adaptive + symmetric", {"adaptive": True}, True)]
+        if args.modes_bf16:
+            runs.append(("adaptive + symmetric + bf16", {"adaptive": True, "bf16": True}, True))
         full_seconds = full_counts = None
         for mode, options, symmetric in runs:
             matcher = MatchLightGlue("aliked", collector=CollectCounts([THRESHOLD]), device=args.device,
@@ -277,64 +280,105 @@ def modes(args, zebra: pd.DataFrame, zebra_root: Path, dogs: pd.DataFrame, dogs_
 
 
 def cache(args, zebra: pd.DataFrame, root: Path) -> None:
-    """One rerank pass (``PairScorer.score`` over queries x candidates) with a cold, then a warm cache."""
+    """One rerank pass (``PairScorer.score`` over queries x candidates): cold, warm from disk (a new scorer, as a
+    new process has it), warm from memory (the same scorer), and warm with the feature cache alone."""
     rng = np.random.default_rng(4)
     pool = zebra.iloc[rng.choice(len(zebra), args.cache_pool, replace=False)]
     gallery = dataset(root, pool, ZEBRA_SIZE)
     queries = rng.choice(args.cache_pool, args.cache_queries, replace=False)
     pairs = torch.tensor([(q, g) for q in queries for g in rng.choice(
         np.setdiff1d(np.arange(args.cache_pool), [q]), args.candidates, replace=False)])
-    print(f"\n## Rerank pass, cold vs warm feature cache: PairScorer (ALIKED + adaptive LightGlue, 256 px) over "
-          f"{args.cache_queries} queries x {args.candidates} candidates among {args.cache_pool} zebra images "
-          f"(leave-one-out: one dataset), device={args.device}, load average {os.getloadavg()[0]:.1f}\n")
-    print("| pass | s | speed-up |")
-    print("|---|---:|---:|")
+    print(f"\n## Rerank pass, cold vs warm cache: PairScorer (ALIKED 256 keypoints + adaptive LightGlue, 256 px) "
+          f"over {args.cache_queries} queries x {args.candidates} candidates among {args.cache_pool} zebra images "
+          f"(leave-one-out: one dataset, {len(symmetric_pairs(pairs)[0])} pairs to match), device={args.device}, "
+          f"threads={torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}\n")
+    print("| pass | s | speed-up | images extracted | pairs matched |")
+    print("|---|---:|---:|---:|---:|")
 
-    def scorer(folder: str, extractor=None) -> PairScorer:
-        extractor = extractor or AlikedExtractor(device=args.device, progress=False)
+    def counted(network, method: str) -> None:
+        """Count the images (extractor) or pairs (matcher) that really go through the network."""
+        network.calls, run = 0, getattr(network, method)
+
+        def wrapper(*inputs):
+            network.calls += len(inputs[-1])
+            return run(*inputs)
+
+        setattr(network, method, wrapper)
+
+    def scorer(folder: str) -> PairScorer:
+        extractor = AlikedExtractor(device=args.device, progress=False)
         matcher = MatchLightGlue("aliked", collector=CollectCounts([THRESHOLD]), device=args.device,
                                  progress=False)
+        counted(extractor, "detect")
+        counted(matcher, "match")
         return PairScorer(matcher, extractor, cache_dir=folder)
 
     with tempfile.TemporaryDirectory() as folder:
         cold_scorer = scorer(folder)
-        timings = []
-        for label, run in [("cold (empty cache)", cold_scorer), ("warm from disk (new extractor)", scorer(folder)),
-                           ("warm from memory (same extractor)", scorer(folder, cold_scorer.extractor))]:
+        runs = [("cold (empty caches)", cold_scorer), ("warm from disk (new scorer: a new process)", scorer(folder)),
+                ("warm from memory (same scorer)", cold_scorer)]
+        timings, reference = [], None
+        for label, run in runs:
+            before = run.extractor.calls, run.matcher.calls
             start = time.perf_counter()
-            scores = run.score(gallery, gallery, pairs)
+            scores = next(iter(run.score(gallery, gallery, pairs).values()))
             timings.append(time.perf_counter() - start)
-            print(f"| {label} | {timings[-1]:.1f} | {timings[0] / timings[-1]:.2f}x |")
-        matcher = cold_scorer.matcher
+            reference = scores if reference is None else reference
+            assert torch.equal(scores, reference), "a warm pass changed the scores"
+            print(f"| {label} | {timings[-1]:.2f} | {timings[0] / timings[-1]:.1f}x | "
+                  f"{run.extractor.calls - before[0]} | {run.matcher.calls - before[1]} |")
+        # features from disk, every pair matched: a warm pass before pair scores were cached
+        features_only = scorer(folder)
+        features_only._score_cache = lambda: None
         start = time.perf_counter()
-        features = cold_scorer.extractor(cold_scorer._images(gallery, np.arange(args.cache_pool)))
-        extract_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        to_match, _ = symmetric_pairs(pairs)
-        matcher.score_pairs(features, features, to_match)
-        print(f"\nof which matching {time.perf_counter() - start:.1f} s; extracting {args.cache_pool} images from "
-              f"memory {extract_seconds:.2f} s; mean count {next(iter(scores.values())).mean():.1f}")
+        features_only.score(gallery, gallery, pairs)
+        seconds = time.perf_counter() - start
+        print(f"| warm features only (pair scores not cached) | {seconds:.2f} | {timings[0] / seconds:.1f}x | "
+              f"{features_only.extractor.calls} | {features_only.matcher.calls} |")
+        print(f"\nmean count {reference.mean():.1f}")
+
+
+def kornia_loop(extractor, images: list[torch.Tensor]) -> None:
+    """The plain per-image loop a user would write with kornia's network alone (no padding, no batching)."""
+    with torch.inference_mode():
+        for image in images:
+            if isinstance(extractor, DiskExtractor):
+                extractor.model(image[None].to(extractor.device), n=extractor.max_num_keypoints,
+                                pad_if_not_divisible=True)
+            else:
+                extractor.model(image[None].to(extractor.device))
 
 
 def extraction(args, zebra: pd.DataFrame, root: Path) -> None:
-    """ALIKED seconds per image by batch size, at two image sizes (same images, same run)."""
+    """ALIKED and DISK seconds per image by batch size vs a plain per-image kornia loop, at two image sizes
+    (same decoded images in memory, same run). The paths take turns, ``--extract-rounds`` times, and each keeps
+    its fastest round: on a shared machine the least disturbed one is the closest to the truth."""
     rows = zebra.iloc[np.random.default_rng(5).choice(len(zebra), args.extract_images, replace=False)]
-    print(f"\n## ALIKED extraction, s/image by batch size ({args.extract_images} zebra images, "
-          f"device={args.device}, load average {os.getloadavg()[0]:.1f})\n")
-    print("| image size | " + " | ".join(f"batch {b}" for b in args.extract_batches) + " |")
-    print("|---|" + "---:|" * len(args.extract_batches))
-    for size in ([256, 256], [302, 512]):
-        images = dataset(root, rows, size)
-        cells = []
-        for batch_size in args.extract_batches:
-            extractor = AlikedExtractor(device=args.device, batch_size=batch_size, progress=False,
-                                        memory_cache=0)
-            extractor(images.get_subset(np.arange(min(2, len(images)))))  # warm-up
-            start = time.perf_counter()
-            extractor(images)
-            sync(args.device)
-            cells.append(f"{(time.perf_counter() - start) / len(images):.3f}")
-        print(f"| {size[0]} x {size[1]} | " + " | ".join(cells) + " |")
+    print(f"\n## Extraction, s/image by batch size vs a plain kornia loop ({args.extract_images} zebra photos "
+          f"decoded in memory, 256 keypoints, best of {args.extract_rounds} interleaved rounds, device={args.device}, "
+          f"threads={torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f})\n")
+    print("| extractor | image size | kornia loop | " + " | ".join(f"batch {b}" for b in args.extract_batches)
+          + " |")
+    print("|---|---|---:|" + "---:|" * len(args.extract_batches))
+    for name, family in (("ALIKED", AlikedExtractor), ("DISK", DiskExtractor)):
+        for size in args.extract_sizes:
+            decoded = dataset(root, rows, [size, size])
+            images = [decoded[i][0] for i in range(len(decoded))]
+            plain = family(device=args.device, batch_size=1, progress=False, memory_cache=0)
+            paths = {"kornia loop": lambda plain=plain, images=images: kornia_loop(plain, images)}
+            for batch_size in args.extract_batches:
+                extractor = family(device=args.device, batch_size=batch_size, progress=False, memory_cache=0)
+                paths[f"batch {batch_size}"] = lambda extractor=extractor, images=images: extractor(images)
+            kornia_loop(plain, images[:1])  # warm-up
+            best = dict.fromkeys(paths, float("inf"))
+            for _ in range(args.extract_rounds):
+                for path, run in paths.items():
+                    start = time.perf_counter()
+                    run()
+                    sync(args.device)
+                    best[path] = min(best[path], (time.perf_counter() - start) / len(images))
+            print(f"| {name} | {size} x {size} | " + " | ".join(f"{best[path]:.3f}" for path in paths) + " |",
+                  flush=True)
 
 
 def main() -> None:
@@ -353,12 +397,15 @@ def main() -> None:
     parser.add_argument("--dog-images", type=int, default=4)
     parser.add_argument("--methods", nargs="+", default=["aliked", "disk"], choices=["aliked", "disk"])
     parser.add_argument("--datasets", nargs="+", default=["zebra", "dogfaces"], choices=["zebra", "dogfaces"])
-    parser.add_argument("--modes-ids", type=int, default=4)
-    parser.add_argument("--modes-per-id", type=int, default=3)
+    parser.add_argument("--modes-ids", type=int, default=6)
+    parser.add_argument("--modes-per-id", type=int, default=4)
+    parser.add_argument("--modes-bf16", action="store_true", help="also time bf16 autocast matching")
     parser.add_argument("--cache-pool", type=int, default=30)
     parser.add_argument("--cache-queries", type=int, default=10)
     parser.add_argument("--extract-images", type=int, default=8)
-    parser.add_argument("--extract-batches", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--extract-batches", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--extract-sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--extract-rounds", type=int, default=2)
     parser.add_argument("--only", nargs="+", default=["speed", "accuracy", "modes", "cache", "extraction"],
                         choices=["speed", "accuracy", "modes", "cache", "extraction"])
     args = parser.parse_args()

@@ -17,7 +17,8 @@ from reid_lightning.features import FeatureCache, SiftExtractor, SuperPointExtra
 
 
 def counting(extractor):
-    """Record the batch size of every real extraction (cache misses) in ``extractor.detected``."""
+    """Record the batch size of every real extraction (cache misses) in ``extractor.detected`` (the tests set
+    ``batch_size=4``, so one call extracts up to 4 images)."""
     extractor.detected = []
     detect = extractor.detect
     extractor.detect = lambda images: extractor.detected.append(len(images)) or detect(images)
@@ -35,12 +36,12 @@ def write_images(folder, seeds: list[int]) -> ImageDataset:
 
 def test_disk_cache_returns_identical_features_and_file_keys_read_no_image(tmp_path, monkeypatch):
     dataset = write_images(tmp_path / "images", [1, 2, 3])
-    first = counting(SiftExtractor(max_num_keypoints=32, cache_dir=tmp_path / "cache", progress=False))(dataset)
+    first = counting(SiftExtractor(batch_size=4, max_num_keypoints=32, cache_dir=tmp_path / "cache", progress=False))(dataset)
     opened = []
     open_image = Image.open
     monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a[0]) or open_image(*a, **k))
     # a new extractor (empty memory level): every entry from disk, no image decoded, equal tensors
-    fresh = counting(SiftExtractor(max_num_keypoints=32, cache_dir=tmp_path / "cache", progress=False))
+    fresh = counting(SiftExtractor(batch_size=4, max_num_keypoints=32, cache_dir=tmp_path / "cache", progress=False))
     again = fresh(dataset)
     assert fresh.detected == [] and opened == []
     for name in ("keypoints", "descriptors", "scores", "mask", "image_sizes", "scales", "orientations"):
@@ -64,30 +65,30 @@ def test_cache_is_invalidated_by_configuration_and_weights(tmp_path):
     images = Items([pattern(10), pattern(11)])
     cache = tmp_path / "cache"
     path, _ = superpoint_weights(tmp_path)
-    base = counting(SuperPointExtractor(weights=path, max_num_keypoints=16, cache_dir=cache, progress=False))
+    base = counting(SuperPointExtractor(batch_size=4, weights=path, max_num_keypoints=16, cache_dir=cache, progress=False))
     features = base(images)
-    other_config = counting(SuperPointExtractor(weights=path, max_num_keypoints=8, cache_dir=cache, progress=False))
+    other_config = counting(SuperPointExtractor(batch_size=4, weights=path, max_num_keypoints=8, cache_dir=cache, progress=False))
     other_config(images)
     (tmp_path / "other").mkdir()
     other_path, _ = superpoint_weights(tmp_path / "other", seed=1)
     other_weights = counting(
-        SuperPointExtractor(weights=other_path, max_num_keypoints=16, cache_dir=cache, progress=False)
+        SuperPointExtractor(batch_size=4, weights=other_path, max_num_keypoints=16, cache_dir=cache, progress=False)
     )
     assert not torch.equal(other_weights(images).descriptors, features.descriptors)
-    same = counting(SuperPointExtractor(weights=path, max_num_keypoints=16, cache_dir=cache, progress=False))
+    same = counting(SuperPointExtractor(batch_size=4, weights=path, max_num_keypoints=16, cache_dir=cache, progress=False))
     assert torch.equal(same(images).descriptors, features.descriptors)
     assert (base.detected, other_config.detected, other_weights.detected, same.detected) == ([2], [2], [2], [])
 
 
 def test_memory_level_is_a_bounded_lru():
-    extractor = counting(SiftExtractor(max_num_keypoints=16, memory_cache=2, progress=False))
+    extractor = counting(SiftExtractor(batch_size=4, max_num_keypoints=16, memory_cache=2, progress=False))
     a, b, c = pattern(1), pattern(2), pattern(3)
     extractor(Items([a, b]))
     extractor(Items([a]))  # hit; a becomes the most recent, b the least
     extractor(Items([c]))  # miss; evicts b
     extractor(Items([a, b]))  # a hit, b extracted again
     assert extractor.detected == [2, 1, 1]
-    off = counting(SiftExtractor(max_num_keypoints=16, memory_cache=0, progress=False))
+    off = counting(SiftExtractor(batch_size=4, max_num_keypoints=16, memory_cache=0, progress=False))
     off(Items([a]))
     off(Items([a]))
     assert off.detected == [1, 1]

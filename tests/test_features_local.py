@@ -174,7 +174,7 @@ def test_extractor_errors_name_the_item_and_the_fix(tmp_path):
 def test_cache_hits_by_content_not_by_index(tmp_path):
     path, _ = superpoint_weights(tmp_path)
     extractor = SuperPointExtractor(
-        weights=path, max_num_keypoints=16, device="cpu", cache_dir=tmp_path / "cache", progress=False
+        weights=path, max_num_keypoints=16, device="cpu", cache_dir=tmp_path / "cache", progress=False, batch_size=2
     )
     detected = []
     detect = extractor.detect

@@ -55,7 +55,8 @@ def test_leave_one_out_matches_each_unordered_pair_once(tmp_path):
     scores = {}
     for symmetric in (True, False):
         matcher = CountingMatcher(collector=CollectCounts([0.0]), progress=False)
-        scorer = PairScorer(matcher, extractor, image_size=96, symmetric=symmetric, cache_dir=tmp_path / "cache")
+        scorer = PairScorer(matcher, extractor, image_size=96, symmetric=symmetric,
+                            cache_dir=tmp_path / f"cache-{symmetric}")
         scores[symmetric] = scorer.score(dataset, dataset, pairs)["sift_CountingMatcher"]
         assert matcher.matched == [3 if symmetric else 5]
     # mutual nearest neighbours are symmetric exactly: equal counts, the same for repeated pairs

@@ -21,7 +21,7 @@ class AlikedExtractor(LocalFeatureExtractor):
         detection_threshold: 0 keeps the ``max_num_keypoints`` strongest maxima; a positive value keeps maxima
             above it.
         nms_radius: non-maximum suppression radius in pixels.
-        batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
+        batch_size: images per forward pass; None: 16 on CUDA, 1 on CPU (measured: README).
         num_workers: DataLoader workers reading the dataset.
         device: device of the network; None picks CUDA when available.
         weights: explicit checkpoint file; None resolves ``model_name`` (see

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .images import iterate_images
+
 CACHE_ENV_VAR = "REID_LIGHTNING_CACHE"
 
 
@@ -59,6 +61,16 @@ def file_keys(dataset: Any) -> list[str] | None:
         identity = f"{prefix}|{path}|{stat.st_size}|{stat.st_mtime_ns}|{tuple(row)}"
         keys.append("file-" + hashlib.sha256(identity.encode()).hexdigest())
     return keys
+
+
+def image_keys(dataset: Any, progress: bool = True) -> list[str]:
+    """One cache key per image of ``dataset``: :func:`file_keys` where the dataset allows (no image read),
+    otherwise the hash of each decoded image (:func:`image_hash`)."""
+    keys = file_keys(dataset)
+    if keys is not None:
+        return keys
+    return [image_hash(image) for _, images in iterate_images(dataset, 1, 0, "Hashing images", progress)
+            for image in images]
 
 
 class FeatureCache:

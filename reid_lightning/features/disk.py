@@ -20,7 +20,7 @@ class DiskExtractor(LocalFeatureExtractor):
         max_num_keypoints: keypoint budget per image.
         detection_threshold: heatmap value a keypoint must exceed.
         nms_window_size: non-maximum suppression window in pixels.
-        batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
+        batch_size: images per forward pass; None: 16 on CUDA, 1 on CPU (measured: README).
         num_workers: DataLoader workers reading the dataset.
         device: device of the network; None picks CUDA when available.
         weights: explicit checkpoint file (``{"extractor": state_dict}``); None resolves

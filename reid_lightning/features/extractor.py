@@ -52,7 +52,7 @@ class LocalFeatureExtractor:
 
     Args:
         max_num_keypoints: keypoint budget ``K`` per image; images with fewer keypoints are padded and masked.
-        batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
+        batch_size: images per forward pass; None: :attr:`default_batch_sizes` (16 on CUDA, 1 on CPU).
         num_workers: DataLoader workers reading the dataset.
         device: device of the network; None picks CUDA when available.
         cache_dir: folder of a disk cache keyed by image and :attr:`config_key`; None: no disk cache.
@@ -65,6 +65,10 @@ class LocalFeatureExtractor:
 
     family: ClassVar[str]
     channels: ClassVar[int]
+    #: images per forward pass when ``batch_size`` is None, by device type. On a 2-core CPU the networks are
+    #: compute-bound: no batch size of 2-8 was consistently faster than one image at 256 or 512 px, and larger
+    #: batches hold more memory (README, "Extraction batch sizes"); CUDA batches amortise kernel launches.
+    default_batch_sizes: ClassVar[dict[str, int]] = {"cpu": 1, "cuda": 16}
 
     def __init__(
         self,
@@ -80,7 +84,7 @@ class LocalFeatureExtractor:
             raise ValueError(f"max_num_keypoints must be positive, got {max_num_keypoints}.")
         self.device = default_device(device)
         if batch_size is None:
-            batch_size = 16 if self.device.type == "cuda" else 4
+            batch_size = self.default_batch_sizes.get(self.device.type, 1)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.max_num_keypoints = max_num_keypoints
@@ -163,13 +167,21 @@ class LocalFeatureExtractor:
             rows.extend(batch_rows)
         return rows
 
-    def __call__(self, dataset: Dataset, cache_dir: str | os.PathLike | None = None) -> LocalFeatures:
+    def __call__(
+        self, dataset: Dataset, cache_dir: str | os.PathLike | None = None, keys: list[str] | None = None
+    ) -> LocalFeatures:
         """Features of every image of ``dataset``: :class:`LocalFeatures` with ``N = len(dataset)``.
 
-        ``cache_dir`` replaces :attr:`cache_dir` for this call (e.g. a caller's default cache folder).
+        ``cache_dir`` replaces :attr:`cache_dir` for this call (e.g. a caller's default cache folder);
+        ``keys`` are the images' cache keys when the caller has them already (see :func:`.cache.image_keys`).
         """
         cache = self._cache(cache_dir if cache_dir is not None else self.cache_dir)
-        keys = file_keys(dataset) if cache is not None else None
+        if cache is None:
+            keys = None
+        elif keys is None:
+            keys = file_keys(dataset)
+        elif len(keys) != len(dataset):
+            raise ValueError(f"{type(self).__name__} got {len(keys)} cache keys for {len(dataset)} images.")
         if keys is None:
             rows = self._extract_rows(dataset, cache, None)
         else:

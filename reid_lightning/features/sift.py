@@ -29,7 +29,7 @@ class SiftExtractor(LocalFeatureExtractor):
         upright: skip orientation estimation (all orientations 0).
         rootsift: RootSIFT (Hellinger-normalised) descriptors instead of plain SIFT.
         descriptor_backend: kornia's ``"pyramid"`` (fast) or ``"patch"`` descriptor implementation.
-        batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
+        batch_size: images per forward pass; None: :attr:`default_batch_sizes` (16 on CUDA, 1 on CPU).
         num_workers: DataLoader workers reading the dataset.
         device: device of the computation; None picks CUDA when available.
         cache_dir: disk cache of extracted features keyed by image and configuration; None disables

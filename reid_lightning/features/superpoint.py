@@ -79,7 +79,7 @@ class SuperPointExtractor(LocalFeatureExtractor):
         detection_threshold: heatmap probability a keypoint must exceed.
         nms_radius: non-maximum suppression radius in pixels.
         remove_borders: keypoints closer than this to the image border are dropped.
-        batch_size: images per forward pass; None: 16 on CUDA, 4 on CPU (larger CPU batches run slower).
+        batch_size: images per forward pass; None: :attr:`default_batch_sizes` (16 on CUDA, 1 on CPU).
         num_workers: DataLoader workers reading the dataset.
         device: device of the network; None picks CUDA when available.
         weights: explicit checkpoint in the official format (``conv1a.weight`` ... ``convDb.bias``).

@@ -10,8 +10,9 @@ from torch import Tensor
 from torchvision import transforms as T
 
 from ..features import LocalFeatureExtractor
-from ..features.cache import default_cache_dir
+from ..features.cache import default_cache_dir, image_keys
 from .pairwise import MatchPairs
+from .pairwise.score_cache import PairScoreCache
 
 
 def symmetric_pairs(pairs: Tensor) -> tuple[Tensor, Tensor]:
@@ -33,12 +34,14 @@ class PairScorer:
 
     ``score(query_dataset, gallery_dataset, pairs)`` returns ``{score_name: (P,) float32}``, one entry per collector
     output (NaN where a pair could not be scored). Pairs asked twice are matched once; with the same dataset as
-    query and gallery (leave-one-out), so are (a, b) and (b, a) when ``symmetric``.
+    query and gallery (leave-one-out), so are (a, b) and (b, a) when ``symmetric``. With ``cache_features``, the
+    features and the scores of matched pairs are kept across runs, so a warm pass runs neither network.
     """
 
     def __init__(self, matcher: MatchPairs, extractor: LocalFeatureExtractor | None = None, name: str | None = None,
                  image_size: int = 256, grayscale: bool = False, symmetric: bool = True,
-                 cache_features: bool = True, cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_features: bool = True, cache_dir: str | os.PathLike | None = None,
+                 memory_pairs: int = 100_000) -> None:
         """
         Args:
             matcher: a pair matcher (``MatchLightGlue``, ``MatchDescriptors``, ``MatchLOFTR``...) with its collector.
@@ -46,12 +49,15 @@ class PairScorer:
             name: prefix of the score names (default: extractor family + matcher class).
             image_size: images are resized to ``image_size x image_size`` (no normalisation) for matching.
             grayscale: convert images to one channel (LoFTR expects grayscale).
-            symmetric: match (a, b) once for (b, a) too (within one dataset); LightGlue's counts agree in both
-                directions up to numerical noise (see the README's rerank benchmark).
-            cache_features: keep extracted features on disk across runs (where the extractor has no
-                ``cache_dir`` of its own).
-            cache_dir: the folder of that cache; None: ``$REID_LIGHTNING_CACHE`` or
+            symmetric: match (a, b) once for (b, a) too (within one dataset, and in the score cache);
+                LightGlue's counts agree in both directions up to numerical noise (see the README's rerank
+                benchmark).
+            cache_features: keep extracted features (where the extractor has no ``cache_dir`` of its own) and
+                pair scores on disk across runs, keyed by the images' file identity or content and by the
+                extractor, matcher, collector and transform settings.
+            cache_dir: the folder of those caches; None: ``$REID_LIGHTNING_CACHE`` or
                 ``~/.cache/reid_lightning/features``.
+            memory_pairs: pair scores also kept in memory (LRU); 0: none.
         """
         self.matcher = matcher
         self.extractor = extractor
@@ -65,6 +71,11 @@ class PairScorer:
         self.symmetric = symmetric
         self.cache_features = cache_features
         self.cache_dir = cache_dir
+        self.memory_pairs = memory_pairs
+        self._pair_caches: dict[tuple[str, str], PairScoreCache] = {}
+
+    def _cache_folder(self) -> str | os.PathLike:
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
 
     def _images(self, dataset, indices: np.ndarray):
         """A subset of ``dataset`` with this scorer's transform; the caller's dataset is left untouched."""
@@ -74,23 +85,55 @@ class PairScorer:
             subset.load_label = False
         return subset
 
-    def _features(self, dataset, indices: Tensor):
-        """What the matcher takes for images ``indices`` of ``dataset``: local features, or the images."""
-        images = self._images(dataset, indices.numpy())
+    def _features(self, images, keys: list[str] | None):
+        """What the matcher takes for ``images`` (a subset from :meth:`_images`): local features, or the images."""
         if self.extractor is None:
             return images
         cache_dir = None
         if self.cache_features and self.extractor.cache_dir is None:
-            cache_dir = self.cache_dir if self.cache_dir is not None else default_cache_dir()
-        return self.extractor(images, cache_dir=cache_dir)
+            cache_dir = self._cache_folder()
+        return self.extractor(images, cache_dir=cache_dir, keys=keys)
+
+    def _score_cache(self) -> PairScoreCache | None:
+        """The pair score cache of the current settings (kept, so its memory level lasts across calls)."""
+        if not self.cache_features:
+            return None
+        extractor = "images" if self.extractor is None else self.extractor.config_key
+        config = f"{self.name}|{self.transform!r}|{extractor}|{self.matcher.config_key}"
+        where = (str(self._cache_folder()), config)
+        if where not in self._pair_caches:
+            self._pair_caches[where] = PairScoreCache(where[0], config, self.memory_pairs)
+        return self._pair_caches[where]
+
+    def _match(self, query_dataset, gallery_dataset, query_ids: Tensor, gallery_ids: Tensor, to_match: Tensor,
+               keys: tuple[list[str], list[str]] | None) -> dict[str, Tensor]:
+        """Scores ``{name: (U,)}`` of ``to_match (U, 2)``, rows of positions into ``query_ids``/``gallery_ids``
+        (image indices; ``keys``: their cache keys); only the images in those pairs are extracted."""
+        same = query_dataset is gallery_dataset and torch.equal(query_ids, gallery_ids)
+        if same:
+            used, positions = torch.unique(to_match, return_inverse=True)
+            query = gallery = self._features(self._images(query_dataset, query_ids[used].numpy()),
+                                             None if keys is None else [keys[0][i] for i in used.tolist()])
+        else:
+            used_query, query_pos = torch.unique(to_match[:, 0], return_inverse=True)
+            used_gallery, gallery_pos = torch.unique(to_match[:, 1], return_inverse=True)
+            positions = torch.stack([query_pos, gallery_pos], dim=1)
+            query = self._features(self._images(query_dataset, query_ids[used_query].numpy()),
+                                   None if keys is None else [keys[0][i] for i in used_query.tolist()])
+            gallery = self._features(self._images(gallery_dataset, gallery_ids[used_gallery].numpy()),
+                                     None if keys is None else [keys[1][i] for i in used_gallery.tolist()])
+        scores = self.matcher.score_pairs(query, gallery, positions)
+        if not isinstance(scores, dict):
+            return {self.name: scores.float()}
+        return {f"{self.name}@{key}": value.float() for key, value in scores.items()}
 
     def score(self, query_dataset, gallery_dataset, pairs: Tensor) -> dict[str, Tensor]:
         """pairs: ``(P, 2)`` rows of (query index, gallery index) into the two datasets."""
         pairs = torch.as_tensor(pairs).long().cpu().reshape(-1, 2)
         if query_dataset is gallery_dataset:
             # one set of images: each is extracted once, whichever side of a pair it is on
-            image_ids, positions = torch.unique(pairs, return_inverse=True)
-            query = gallery = self._features(query_dataset, image_ids)
+            query_ids, positions = torch.unique(pairs, return_inverse=True)
+            gallery_ids = query_ids
             if self.symmetric:
                 to_match, inverse = symmetric_pairs(positions)
             else:
@@ -98,9 +141,31 @@ class PairScorer:
         else:
             query_ids, query_pos = torch.unique(pairs[:, 0], return_inverse=True)
             gallery_ids, gallery_pos = torch.unique(pairs[:, 1], return_inverse=True)
-            query, gallery = self._features(query_dataset, query_ids), self._features(gallery_dataset, gallery_ids)
             to_match, inverse = torch.unique(torch.stack([query_pos, gallery_pos], dim=1), dim=0, return_inverse=True)
-        scores = self.matcher.score_pairs(query, gallery, to_match)
-        if not isinstance(scores, dict):
-            return {self.name: scores.float()[inverse]}
-        return {f"{self.name}@{key}": value.float()[inverse] for key, value in scores.items()}
+        cache = self._score_cache() if len(to_match) else None
+        if cache is None:
+            scores = self._match(query_dataset, gallery_dataset, query_ids, gallery_ids, to_match, None)
+        else:
+            scores = self._cached(cache, query_dataset, gallery_dataset, query_ids, gallery_ids, to_match)
+        return {name: value[inverse] for name, value in scores.items()}
+
+    def _cached(self, cache: PairScoreCache, query_dataset, gallery_dataset, query_ids: Tensor,
+                gallery_ids: Tensor, to_match: Tensor) -> dict[str, Tensor]:
+        """:meth:`_match` through the pair score cache: only the pairs it lacks are extracted and matched."""
+        progress = getattr(self.extractor, "progress", True)
+        query_keys = image_keys(self._images(query_dataset, query_ids.numpy()), progress)
+        gallery_keys = query_keys if query_dataset is gallery_dataset else image_keys(
+            self._images(gallery_dataset, gallery_ids.numpy()), progress)
+        pair_keys = [(query_keys[a], gallery_keys[b]) for a, b in to_match.tolist()]
+        entries = cache.get_many(pair_keys, either_order=self.symmetric)
+        missing = [i for i, entry in enumerate(entries) if entry is None]
+        if missing:
+            computed = self._match(query_dataset, gallery_dataset, query_ids, gallery_ids, to_match[missing],
+                                   (query_keys, gallery_keys))
+            columns = {name: values.tolist() for name, values in computed.items()}
+            rows = [{name: column[row] for name, column in columns.items()} for row in range(len(missing))]
+            cache.put_many([(pair_keys[i], row) for i, row in zip(missing, rows, strict=True)])
+            for i, row in zip(missing, rows, strict=True):
+                entries[i] = row
+        names = list(entries[0])
+        return {name: torch.tensor([entry[name] for entry in entries], dtype=torch.float32) for name in names}

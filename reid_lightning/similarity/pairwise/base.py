@@ -19,6 +19,22 @@ def _unwrap(scores: dict[Hashable, torch.Tensor]) -> Scores:
     return next(iter(scores.values())) if len(scores) == 1 else scores
 
 
+def settings(thing: Any) -> str:
+    """A stable description of a collector's simple public settings, e.g. ``CollectCounts(thresholds=(0.5,))``,
+    followed by those of the objects it holds (e.g. a RANSAC); functions and tensors are left out."""
+    simple = (bool, int, float, str, type(None))
+
+    def is_simple(value: Any) -> bool:
+        return isinstance(value, simple) or (isinstance(value, (tuple, list)) and all(map(is_simple, value)))
+
+    attributes = {key: value for key, value in vars(thing).items() if not key.startswith("_")}
+    values = ", ".join(f"{key}={value!r}" for key, value in sorted(attributes.items()) if is_simple(value))
+    held = [settings(value) for _, value in sorted(attributes.items())
+            if hasattr(value, "__dict__") and not isinstance(value, (type, torch.Tensor))
+            and (isinstance(value, torch.nn.Module) or not callable(value))]
+    return " ".join([f"{type(thing).__qualname__}({values})", *held])
+
+
 def check_pairs(pairs: Any, num_query: int, num_database: int) -> torch.Tensor:
     """``pairs`` as a ``(P, 2)`` long CPU tensor of ``(query index, database index)`` rows, range-checked."""
     pairs = torch.as_tensor(pairs).cpu()
@@ -64,6 +80,18 @@ class MatchPairs:
         self.batch_size = batch_size
         self.device = default_device(device)
         self.progress = progress
+
+    def config(self) -> dict[str, Any]:
+        """Everything besides the inputs and the collector that changes the scores (subclasses add their
+        settings; weights by fingerprint); not the batch size or the progress bar."""
+        return {"device": self.device.type}
+
+    @property
+    def config_key(self) -> str:
+        """Class, :meth:`config` and collector, e.g. ``MatchDescriptors|device=cpu|ratio_threshold=0.9|
+        CollectCounts(thresholds=(0.5,))``: what the pair score cache is keyed by."""
+        parts = [f"{key}={value!r}" for key, value in sorted(self.config().items())]
+        return "|".join([type(self).__qualname__, *parts, settings(self.collector)])
 
     def prepare(self, query: Any, database: Any, pairs: torch.Tensor) -> Any:
         """Per-image work shared by all pairs; the result is passed to :meth:`match`."""

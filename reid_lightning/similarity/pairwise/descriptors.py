@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from kornia.feature import match_smnn_batched
 
@@ -37,6 +39,9 @@ class MatchDescriptors(MatchPairs):
         if not 0 < ratio_threshold <= 1:
             raise ValueError(f"ratio_threshold must be in (0, 1], got {ratio_threshold}.")
         self.ratio_threshold = ratio_threshold
+
+    def config(self) -> dict[str, Any]:
+        return super().config() | {"ratio_threshold": self.ratio_threshold}
 
     def prepare(
         self, query: LocalFeatures, database: LocalFeatures, pairs: torch.Tensor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -188,6 +189,7 @@ class MatchLightGlue(MatchPairs):
         self.depth_confidence = depth_confidence
         self.width_confidence = width_confidence
         self.bf16 = bf16
+        self.init_threshold = init_threshold
         config = {key: value for key, value in LightGlue.features[features].items() if key != "weights"}
         model = LightGlue(
             None, **config, depth_confidence=-1, width_confidence=-1, filter_threshold=init_threshold
@@ -197,6 +199,13 @@ class MatchLightGlue(MatchPairs):
         # old checkpoints carry an unused log_assignment.*.r
         load_state_dict_checked(model, rename_lightglue_keys(state_dict), source, ignore_unexpected=r"\.r$")
         self.model = model.eval().to(self.device)
+
+    def config(self) -> dict[str, Any]:
+        return super().config() | {
+            "features": self.features, "adaptive": self.adaptive, "depth_confidence": self.depth_confidence,
+            "width_confidence": self.width_confidence, "bf16": self.bf16, "init_threshold": self.init_threshold,
+            "weights": self.weights_fingerprint,
+        }
 
     def prepare(
         self, query: LocalFeatures, database: LocalFeatures, pairs: torch.Tensor

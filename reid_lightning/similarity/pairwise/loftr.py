@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from typing import Any
 
 import kornia
 import torch
@@ -51,6 +52,8 @@ class MatchLOFTR(MatchPairs):
         super().__init__(collector, batch_size, device, progress)
         if pretrained not in ("outdoor", "indoor", "indoor_new"):
             raise ValueError(f"pretrained must be 'outdoor', 'indoor' or 'indoor_new', got {pretrained!r}.")
+        self.pretrained = pretrained
+        self.init_threshold = init_threshold
         config = copy.deepcopy(default_cfg)
         config["match_coarse"]["thr"] = init_threshold
         config["coarse"]["temp_bug_fix"] = pretrained == "indoor_new"
@@ -63,6 +66,11 @@ class MatchLOFTR(MatchPairs):
             )
         load_state_dict_checked(model, dict(checkpoint["state_dict"]), source)
         self.model = model.eval().to(self.device)
+
+    def config(self) -> dict[str, Any]:
+        return super().config() | {
+            "pretrained": self.pretrained, "init_threshold": self.init_threshold, "weights": self.weights_fingerprint
+        }
 
     def _backbone(self, dataset: Dataset, indices: list[int]) -> dict[int, ImageFeatures]:
         images = []
