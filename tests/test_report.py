@@ -18,6 +18,7 @@ from reid_lightning.models import ReIDModule
 from reid_lightning.report import (
     PANELS,
     Curve,
+    GalleryLayout,
     ReportInputs,
     ReportSettings,
     build_report,
@@ -28,6 +29,7 @@ from reid_lightning.report import (
     register_panel,
     score_distributions,
 )
+from reid_lightning.report.gallery import CORRECT, QUERY, WRONG
 from reid_lightning.retrieval import Exclusion, RetrievalResults, search
 
 NAMES = {0: "a", 1: "b", 2: "c", 3: "d"}
@@ -187,12 +189,24 @@ def test_report_files_after_reranked_test(tmp_path):
         assert f'href="{name}"' in html
     # every figure is embedded too: the page needs no neighbouring file
     assert len(re.findall(r'<a href="[^"]+\.png"><img src="data:image/png;base64,', html)) == len(pngs)
-    # reranked order beside the global one: query + 2 x top_k thumbnails per row at 0.95 in, 100 dpi
+    # reranked order beside the global one: every candidate framed green when it shows the query's individual
+    results, reranked = model.evaluation_results(), reranking.last_reranked
+    queries = pick_queries(results, worst=2, random=1, seed=0).tolist()
+    layout = GalleryLayout(rankings=2, top_k=top_k, thumbnail_size=96)
     with Image.open(html_path.parent / "retrieval_gallery.png") as gallery:
-        assert gallery.width == 95 * (1 + 2 * top_k)
-        assert gallery.height == 130 * 3  # 2 worst + 1 random queries
+        gallery = gallery.convert("RGB")
+    assert gallery.size == layout.size(len(queries))
+    frames = []
+    for row, query in enumerate(queries):
+        assert gallery.getpixel(layout.frame_box(row, 0)[:2]) == QUERY
+        for block, ranking in enumerate((results, reranked)):
+            for slot in range(top_k):
+                left, top, right, bottom = layout.frame_box(row, 1 + block * top_k + slot)
+                colors = {gallery.getpixel(point) for point in ((left, top), (right, bottom), (left + 1, bottom))}
+                frames.append(colors == {CORRECT if ranking.hits[query, slot] else WRONG})
+    assert all(frames)
+    assert results.hits[queries, :top_k].tolist() != reranked.hits[queries, :top_k].tolist()  # orders differ
 
-    results = model.evaluation_results()
     frame = pd.read_csv(html_path.parent / "queries.csv")
     assert len(frame) == results.num_queries
     expected_rank = (results.stats.best_rank.cpu() + 1).clamp(min=0)[torch.tensor(frame["query"].tolist())]

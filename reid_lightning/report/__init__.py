@@ -4,7 +4,7 @@ written as PNG + ``report.html``."""
 
 from .distributions import ScoreDistributions, cmc_curve, score_distributions
 from .files import write_report_files
-from .gallery import gallery_figure, pick_queries
+from .gallery import GalleryLayout, gallery_image, pick_queries
 from .panels import PANELS, Curve, Report, ReportInputs, ReportSettings, build_report, register_panel
 from .tables import embedding_sample, query_frame
 from .wandb_log import log_report_to_wandb
@@ -12,6 +12,7 @@ from .wandb_log import log_report_to_wandb
 __all__ = [
     "PANELS",
     "Curve",
+    "GalleryLayout",
     "Report",
     "ReportInputs",
     "ReportSettings",
@@ -19,7 +20,7 @@ __all__ = [
     "build_report",
     "cmc_curve",
     "embedding_sample",
-    "gallery_figure",
+    "gallery_image",
     "log_report_to_wandb",
     "pick_queries",
     "query_frame",

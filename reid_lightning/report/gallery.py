@@ -1,18 +1,22 @@
-"""The retrieval gallery: each shown query beside its top-k gallery candidates, correct ones framed green."""
+"""The retrieval gallery: each shown query beside its top-k gallery candidates, correct ones framed green.
+
+Composed directly with PIL (one paste per thumbnail) rather than a grid of matplotlib axes, which costs
+seconds per report.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-import numpy as np
 import torch
-from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from ..retrieval import RetrievalResults
 
-CORRECT, WRONG, QUERY = "#1a9850", "#d73027", "#4575b4"
+CORRECT, WRONG, QUERY = (26, 152, 80), (215, 48, 39), (69, 117, 180)
+BACKGROUND, TEXT = (255, 255, 255), (0, 0, 0)
 
 
 def pick_queries(results: RetrievalResults, *, worst: int, random: int, seed: int = 0) -> Tensor:
@@ -32,47 +36,72 @@ def pick_queries(results: RetrievalResults, *, worst: int, random: int, seed: in
     return torch.cat([chosen, extra.sort().values])
 
 
-def thumbnail(dataset, index: int, size: int) -> np.ndarray:
+def thumbnail(dataset, index: int, size: int) -> Image.Image:
     """Image ``index`` of ``dataset`` (its ``get_image``, i.e. untransformed) fitted into ``size x size``."""
     image = dataset.get_image(int(index)).convert("RGB")
     image.thumbnail((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image)
+    return image
 
 
-def _show(ax, image: np.ndarray, title: str, color: str | None) -> None:
-    ax.imshow(image)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=6)
-    for spine in ax.spines.values():
-        spine.set_visible(color is not None)
-        if color is not None:
-            spine.set_edgecolor(color)
-            spine.set_linewidth(3)
+@dataclass(frozen=True)
+class GalleryLayout:
+    """Pixel geometry of a gallery: a header line, then one row of cells per query.
+
+    Column 0 is the query; ranking ``r`` (0-based) fills columns ``1 + r * top_k ...``, preceded by a gap.
+    Each cell is a caption above a ``thumbnail_size`` square framed by ``border`` pixels.
+    """
+
+    rankings: int
+    top_k: int
+    thumbnail_size: int
+    border: int = 4
+    caption: int = 26
+    gap: int = 12
+    header: int = 16
+
+    @property
+    def cell_width(self) -> int:
+        return self.thumbnail_size + 2 * self.border + 4
+
+    @property
+    def cell_height(self) -> int:
+        return self.caption + self.thumbnail_size + 2 * self.border + 4
+
+    def size(self, rows: int) -> tuple[int, int]:
+        columns = 1 + self.rankings * self.top_k
+        return columns * self.cell_width + self.rankings * self.gap, self.header + rows * self.cell_height
+
+    def frame_box(self, row: int, column: int) -> tuple[int, int, int, int]:
+        """``(left, top, right, bottom)`` of the coloured frame of a cell (inclusive)."""
+        ranking_gaps = 0 if column == 0 else 1 + (column - 1) // self.top_k
+        left = column * self.cell_width + ranking_gaps * self.gap + 2
+        top = self.header + row * self.cell_height + self.caption
+        side = self.thumbnail_size + 2 * self.border
+        return left, top, left + side - 1, top + side - 1
 
 
-def gallery_figure(queries: Sequence[int], rankings: dict[str, RetrievalResults], *, query_dataset,
-                   gallery_dataset, top_k: int = 5, thumbnail_size: int = 96) -> Figure:
-    """One row per query: the query image, then the top-``top_k`` candidates of every ranking in
-    ``rankings`` (e.g. ``{"global": ..., "reranked": ...}``) side by side.
+def gallery_image(queries: Sequence[int], rankings: dict[str, RetrievalResults], *, query_dataset,
+                  gallery_dataset, top_k: int = 5, thumbnail_size: int = 96) -> Image.Image:
+    """One row per query: the query image, then the top-``top_k`` candidates of every ranking in ``rankings``
+    (e.g. ``{"global": ..., "reranked": ...}``) side by side.
 
-    Each candidate is titled with its identity and score and framed green (same individual) or red.
+    Each candidate is captioned with its rank, identity and score and framed green (same individual as the
+    query) or red; the query is framed blue and captioned with its identity and AP.
     """
     names = list(rankings)
     reference = rankings[names[0]]
-    columns = 1 + len(names) * top_k
-    figure = Figure(figsize=(0.95 * columns, 1.3 * max(1, len(queries))))
-    axes = figure.subplots(max(1, len(queries)), columns, squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
+    layout = GalleryLayout(rankings=len(names), top_k=top_k, thumbnail_size=thumbnail_size)
+    canvas = Image.new("RGB", layout.size(len(queries)), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=10)
+    for block, name in enumerate(names):
+        draw.text((layout.frame_box(0, 1 + block * top_k)[0], 2), f"{name} ranking", fill=TEXT, font=font)
     query_names = reference.names(reference.query_labels.cpu()) if reference.query_labels is not None else None
-    for row, query in enumerate(queries):
-        query = int(query)
-        ap = "" if reference.stats is None else f"\nAP {float(reference.stats.ap[query]):.2f}"
+    for row, query in enumerate(int(q) for q in queries):
+        ap = "" if reference.stats is None else f"AP {float(reference.stats.ap[query]):.2f}"
         identity = query_names[query] if query_names is not None else "?"
-        ax = axes[row, 0]
-        ax.set_axis_on()
-        _show(ax, thumbnail(query_dataset, query, thumbnail_size), f"query {query}: {identity}{ap}", QUERY)
+        _cell(canvas, draw, font, layout.frame_box(row, 0), thumbnail(query_dataset, query, thumbnail_size),
+              f"query {query}\n{identity} {ap}", QUERY, layout)
         for block, name in enumerate(names):
             results = rankings[name]
             candidates = results.candidate_indices[query].cpu()
@@ -82,11 +111,22 @@ def gallery_figure(queries: Sequence[int], rankings: dict[str, RetrievalResults]
             for slot in range(min(top_k, len(candidates))):
                 if candidates[slot] < 0:
                     break
-                ax = axes[row, 1 + block * top_k + slot]
-                ax.set_axis_on()
-                color = None if hits is None else (CORRECT if hits[slot] else WRONG)
-                label = f"{name} #{slot + 1}\n" if slot == 0 and len(names) > 1 else f"#{slot + 1} "
-                _show(ax, thumbnail(gallery_dataset, int(candidates[slot]), thumbnail_size),
-                      f"{label}{identities[slot]} {float(scores[slot]):.2f}", color)
-    figure.tight_layout(pad=0.3)
-    return figure
+                color = TEXT if hits is None else (CORRECT if hits[slot] else WRONG)
+                _cell(canvas, draw, font, layout.frame_box(row, 1 + block * top_k + slot),
+                      thumbnail(gallery_dataset, int(candidates[slot]), thumbnail_size),
+                      f"#{slot + 1} {float(scores[slot]):.3f}\n{identities[slot]}", color, layout)
+    return canvas
+
+
+def _cell(canvas: Image.Image, draw: ImageDraw.ImageDraw, font, box: tuple[int, int, int, int],
+          image: Image.Image, caption: str, color: tuple[int, int, int], layout: GalleryLayout) -> None:
+    left, top = box[:2]
+    draw.rectangle(box, fill=color)
+    inner = layout.thumbnail_size
+    draw.rectangle((left + layout.border, top + layout.border, left + layout.border + inner - 1,
+                    top + layout.border + inner - 1), fill=BACKGROUND)
+    offset = ((inner - image.width) // 2, (inner - image.height) // 2)
+    canvas.paste(image, (left + layout.border + offset[0], top + layout.border + offset[1]))
+    width = max(4, layout.cell_width // 6)  # characters of the default font that fit the cell
+    lines = [line if len(line) <= width else line[: width - 1] + "…" for line in caption.split("\n")]
+    draw.multiline_text((left, top - layout.caption + 1), "\n".join(lines), fill=TEXT, font=font, spacing=1)

@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import Tensor
 
 from ..retrieval import RetrievalResults
 from .curves import cmc_curve_figure, pr_curve_figure, score_histogram_figure
 from .distributions import cmc_curve, score_distributions
-from .gallery import gallery_figure, pick_queries, thumbnail
+from .gallery import gallery_image, pick_queries, thumbnail
 from .reliability import reliability_figure
 from .tables import embedding_sample, query_frame
 
@@ -70,19 +72,27 @@ class Curve:
 
 @dataclass
 class Report:
-    """Named panel outputs: matplotlib figures, tables (optionally with an image column) and curves."""
+    """Named panel outputs: pictures (matplotlib figures or PIL images), tables (optionally with an image
+    column of ``(H, W, 3)`` uint8 arrays) and curves."""
 
-    figures: dict[str, Figure] = field(default_factory=dict)
+    figures: dict[str, Figure | Image.Image] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     curves: dict[str, Curve] = field(default_factory=dict)
 
-    def add(self, name: str, item: Figure | pd.DataFrame | Curve) -> None:
-        target = self.figures if isinstance(item, Figure) else self.curves if isinstance(item, Curve) \
-            else self.tables
-        target[name] = item
+    def add(self, name: str, item: PanelItem) -> None:
+        if isinstance(item, Figure | Image.Image):
+            self.figures[name] = item
+        elif isinstance(item, Curve):
+            self.curves[name] = item
+        elif isinstance(item, pd.DataFrame):
+            self.tables[name] = item
+        else:
+            raise TypeError(f"report item {name!r} is a {type(item).__name__}; panels return figures, PIL images, "
+                            "DataFrames or Curves")
 
 
-Panel = Callable[[ReportInputs, ReportSettings], Mapping[str, Figure | pd.DataFrame | Curve]]
+PanelItem = Figure | Image.Image | pd.DataFrame | Curve
+Panel = Callable[[ReportInputs, ReportSettings], Mapping[str, PanelItem]]
 PANELS: dict[str, Panel] = {}
 
 
@@ -111,7 +121,7 @@ def build_report(inputs: ReportInputs, settings: ReportSettings, panels: list[st
 
 # ---------------------------------------------------------------------------------------------- built-in panels
 @register_panel("gallery")
-def retrieval_gallery(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Figure]:
+def retrieval_gallery(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Image.Image]:
     """Worst queries (lowest AP) and a few random ones with their top-k, reranked order beside the global one."""
     results = inputs.results
     if results.stats is None:
@@ -121,7 +131,7 @@ def retrieval_gallery(inputs: ReportInputs, settings: ReportSettings) -> dict[st
     rankings = {"global": results}
     if inputs.reranked is not None:
         rankings["reranked"] = inputs.reranked
-    return {"retrieval_gallery": gallery_figure(
+    return {"retrieval_gallery": gallery_image(
         queries.tolist(), rankings, query_dataset=inputs.query_dataset, gallery_dataset=inputs.gallery_dataset,
         top_k=settings.top_k, thumbnail_size=settings.thumbnail_size)}
 
@@ -179,7 +189,7 @@ def query_table(inputs: ReportInputs, settings: ReportSettings) -> dict[str, pd.
         return {}
     frame = query_frame(inputs.results, max_rows=settings.table_rows, seed=settings.seed)
     size = max(32, settings.thumbnail_size // 2)
-    frame.insert(1, "image", [thumbnail(inputs.query_dataset, query, size) for query in frame["query"]])
+    frame.insert(1, "image", [np.asarray(thumbnail(inputs.query_dataset, query, size)) for query in frame["query"]])
     return {"queries": frame}
 
 

@@ -46,5 +46,5 @@ def reliability_figure(name: str, *, scores: Tensor, probabilities: Tensor, hits
     ece = reliability_diagram(calibrated, truth, ax=after, num_bins=num_bins, title=f"{name}: after")
     after.title.set_fontsize("small")
     after.legend(fontsize="x-small", loc="upper left")
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.9, wspace=0.25)
     return figure, ece

@@ -40,7 +40,8 @@ def log_report_to_wandb(run, report: Report, *, prefix: str, extra: Mapping[str,
 
     data: dict[str, Any] = dict(extra or {})
     for name, figure in report.figures.items():
-        data[f"{prefix}/{name}"] = wandb.Image(Image.open(io.BytesIO(figure_png(figure))), caption=name)
+        image = figure if isinstance(figure, Image.Image) else Image.open(io.BytesIO(figure_png(figure)))
+        data[f"{prefix}/{name}"] = wandb.Image(image, caption=name)
     for name, frame in report.tables.items():
         data[f"{prefix}/{name}"] = wandb_table(frame)
     for name, curve in report.curves.items():
