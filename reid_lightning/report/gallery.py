@@ -98,10 +98,10 @@ def gallery_image(queries: Sequence[int], rankings: dict[str, RetrievalResults],
         draw.text((layout.frame_box(0, 1 + block * top_k)[0], 2), f"{name} ranking", fill=TEXT, font=font)
     query_names = reference.names(reference.query_labels.cpu()) if reference.query_labels is not None else None
     for row, query in enumerate(int(q) for q in queries):
-        ap = "" if reference.stats is None else f"AP {float(reference.stats.ap[query]):.2f}"
+        ap = "" if reference.stats is None else f", AP={float(reference.stats.ap[query]):.2f}"
         identity = query_names[query] if query_names is not None else "?"
         _cell(canvas, draw, font, layout.frame_box(row, 0), thumbnail(query_dataset, query, thumbnail_size),
-              f"query {query}\n{identity} {ap}", QUERY, layout)
+              f"query {query}\n{identity}{ap}", QUERY, layout)
         for block, name in enumerate(names):
             results = rankings[name]
             candidates = results.candidate_indices[query].cpu()
@@ -114,7 +114,7 @@ def gallery_image(queries: Sequence[int], rankings: dict[str, RetrievalResults],
                 color = TEXT if hits is None else (CORRECT if hits[slot] else WRONG)
                 _cell(canvas, draw, font, layout.frame_box(row, 1 + block * top_k + slot),
                       thumbnail(gallery_dataset, int(candidates[slot]), thumbnail_size),
-                      f"#{slot + 1} {float(scores[slot]):.3f}\n{identities[slot]}", color, layout)
+                      f"#{slot + 1}: {float(scores[slot]):.3f}\n{identities[slot]}", color, layout)
     return canvas
 
 
