@@ -229,3 +229,5 @@ def test_report_every_n_validation_epochs_and_the_last(tmp_path):
     assert folders == ["val-epoch001", "val-epoch002"]  # epochs 2 and 3 (last); never the sanity check
     assert sorted(path.name for path in (tmp_path / "report" / "val-epoch001").iterdir()) == [
         "cmc_curve.png", "cmc_curve_data.csv", "report.html"]
+    trainer.validate(model, datamodule=datamodule(tmp_path))  # a validate run is always reported
+    assert report.last_html.parent.name == "val-epoch003"

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 
 from ..report import ReportInputs, ReportSettings, build_report, log_report_to_wandb, write_report_files
 from ..rundir import run_log_dir
@@ -32,7 +33,8 @@ class RetrievalReport(Callback):
                  write_files: bool | None = None, seed: int = 0) -> None:
         """
         Args:
-            every_n_val_epochs: report every N-th validation epoch and the last one (0: never during fit).
+            every_n_val_epochs: report every N-th validation epoch of a fit and its last one (0: never during
+                fit); a ``validate`` run is always reported.
             on_test: report every test run.
             panels: names of the panels to draw (default: all registered, see ``reid_lightning.report.PANELS``).
             worst_queries: queries with the lowest AP shown in the retrieval gallery.
@@ -58,10 +60,13 @@ class RetrievalReport(Callback):
         self.last_seconds: float | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not self.every_n_val_epochs:
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == TrainerFn.VALIDATING:  # `validate` runs: one evaluation, always reported
+            self._report(trainer, pl_module, "val")
             return
         epoch = trainer.current_epoch + 1
-        if epoch % self.every_n_val_epochs == 0 or epoch == trainer.max_epochs:
+        if self.every_n_val_epochs and (epoch % self.every_n_val_epochs == 0 or epoch == trainer.max_epochs):
             self._report(trainer, pl_module, "val")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
