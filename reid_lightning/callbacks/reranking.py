@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from ..retrieval import RetrievalResults
 from ..similarity import PairScorer, PairwiseReranker
 
 
@@ -42,6 +43,10 @@ class LocalFeatureReranking(Callback):
                                          include_global=include_global, weights=weights)
         self.calibration_queries = calibration_queries
         self.save_dir = save_dir
+        # the last test epoch's shortlist scores, probabilities and reranked results (read by RetrievalReport)
+        self.last_scores: dict[str, torch.Tensor] | None = None
+        self.last_probabilities: dict[str, torch.Tensor] | None = None
+        self.last_reranked: RetrievalResults | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # the module's evaluation results must hold the whole shortlist
@@ -72,9 +77,11 @@ class LocalFeatureReranking(Callback):
         results = pl_module.evaluation_results()
         datasets = trainer.datamodule.eval_datasets("test")
         start = time.perf_counter()
-        probabilities = self.reranker.calibrate(self.reranker.pair_scores(results, datasets[0], datasets[-1]))
+        scores = self.reranker.pair_scores(results, datasets[0], datasets[-1])
+        probabilities = self.reranker.calibrate(scores)
         reranked = self.reranker.rerank(results, probabilities)
         seconds = time.perf_counter() - start
+        self.last_scores, self.last_probabilities, self.last_reranked = scores, probabilities, reranked
         for name, value in reranked.metrics(top_k=tuple(pl_module.hparams.top_k)).items():
             pl_module.log(f"test/reranked/{name}", float(value), sync_dist=False)
         pl_module.log("test/reranked/seconds", seconds, sync_dist=False)

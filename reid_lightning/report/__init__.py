@@ -1,0 +1,30 @@
+"""Visual retrieval reports drawn from :class:`~reid_lightning.retrieval.RetrievalResults`: the retrieval
+gallery, score histograms, PR and CMC curves, reliability diagrams and per-query tables, logged to W&B or
+written as PNG + ``report.html``."""
+
+from .distributions import ScoreDistributions, cmc_curve, score_distributions
+from .files import write_report_files
+from .gallery import GalleryLayout, gallery_image, pick_queries
+from .panels import PANELS, Curve, Report, ReportInputs, ReportSettings, build_report, register_panel
+from .tables import embedding_sample, query_frame
+from .wandb_log import log_report_to_wandb
+
+__all__ = [
+    "PANELS",
+    "Curve",
+    "GalleryLayout",
+    "Report",
+    "ReportInputs",
+    "ReportSettings",
+    "ScoreDistributions",
+    "build_report",
+    "cmc_curve",
+    "embedding_sample",
+    "gallery_image",
+    "log_report_to_wandb",
+    "pick_queries",
+    "query_frame",
+    "register_panel",
+    "score_distributions",
+    "write_report_files",
+]
