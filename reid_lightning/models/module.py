@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from ..eval.embedding import embed_loader
 from ..eval.scores import Metric
+from ..inference.threshold import held_out_gallery_identities, top1_decision_inputs
+from ..metrics.open_set import choose_threshold, open_set_metrics
 from ..retrieval import Exclusion, RetrievalResults, search
 from .backbone import backbone_data_config, create_backbone, embedding_dim
 from .losses import LOSS_NAMES, build_loss
@@ -54,6 +59,8 @@ class ReIDModule(L.LightningModule):
         top_k: tuple[int, ...] = (1, 5),
         candidates: int = 100,
         eval_chunk_size: int | None = None,
+        open_set_threshold: float | None = None,
+        open_set_holdout: float = 0.2,
     ) -> None:
         """
         Args:
@@ -84,6 +91,10 @@ class ReIDModule(L.LightningModule):
                 it to its shortlist); the logged metrics always rank the whole gallery.
             eval_chunk_size: queries scored at once during evaluation (None: about 8M scores per chunk; bounds
                 memory).
+            open_set_threshold: fixed score below which a query is answered "new individual" (None: the threshold
+                chosen on the validation queries, saved with the checkpoint).
+            open_set_holdout: when no validation query is of an identity absent from the gallery, this fraction of
+                the validation identities is removed from the gallery while the threshold is chosen.
         """
         super().__init__()
         if loss not in LOSS_NAMES:
@@ -103,7 +114,12 @@ class ReIDModule(L.LightningModule):
             self._load_init_checkpoint(init_ckpt)
         self._required_candidates = 0
         self._eval_outputs: dict[int, list[dict[str, Tensor]]] = {}
-        self._evaluation: tuple[RetrievalResults, dict[str, Tensor]] | None = None
+        self._evaluation: RetrievalResults | None = None
+        self._evaluation_inputs: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None
+        self.chosen_threshold: float | None = None
+        """Open-set threshold chosen on the last validation (saved in checkpoints); see :attr:`threshold`."""
+        self.predictions: pd.DataFrame | None = None
+        """``predictions.csv`` rows of the last predict run (on the global-zero process)."""
 
     # ------------------------------------------------------------------ model
     @property
@@ -197,14 +213,75 @@ class ReIDModule(L.LightningModule):
         self._reset_evaluation()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.evaluation_results())
+        results = self.evaluation_results()
+        self._log_metrics("val", results)
+        if self.hparams.open_set_threshold is None and not self.trainer.sanity_checking:
+            self._choose_threshold(results)
+        self._log_open_set("val", results)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.evaluation_results())
+        results = self.evaluation_results()
+        self._log_metrics("test", results)
+        self._log_open_set("test", results)
 
     def _reset_evaluation(self) -> None:
         self._eval_outputs = {}
         self._evaluation = None
+        self._evaluation_inputs = None
+
+    # ------------------------------------------------------------------ open set
+    @property
+    def threshold(self) -> float | None:
+        """Score below which a query is answered "new individual": ``open_set_threshold`` when given, else the one
+        chosen on validation (None before any validation)."""
+        fixed = self.hparams.get("open_set_threshold")
+        return float(fixed) if fixed is not None else self.chosen_threshold
+
+    def _choose_threshold(self, results: RetrievalResults) -> None:
+        """Choose the threshold maximising sqrt(BAKS * BAUS) on the validation queries; without unknown queries,
+        on the same queries with ``open_set_holdout`` of their identities removed from the gallery."""
+        inputs = top1_decision_inputs(results)
+        held_out = ""
+        if inputs["known"].all():
+            if self._evaluation_inputs is None or self._evaluation_inputs[0] is self._evaluation_inputs[1]:
+                rank_zero_warn("no validation query is of an identity absent from the gallery and the protocol is "
+                               "leave_one_out: no open-set threshold chosen (pass --model.open_set_threshold)")
+                return
+            query, gallery = self._evaluation_inputs
+            keep = held_out_gallery_identities(query_labels=query["label"], gallery_labels=gallery["label"],
+                                               fraction=self.hparams.open_set_holdout, seed=self.current_epoch)
+            keep = keep.to(gallery["label"].device)
+            held = self.search(query["embedding"], gallery["embedding"][keep], query_labels=query["label"],
+                               gallery_labels=gallery["label"][keep], query_groups=query["group"],
+                               gallery_groups=gallery["group"][keep], k=1)
+            inputs = top1_decision_inputs(held)
+            held_out = (f" with {len(torch.unique(gallery['label'][~keep]))} validation identities held out of the "
+                        "gallery (no validation query was of an unknown identity)")
+        if inputs["known"].all() or not inputs["known"].any():
+            rank_zero_warn("the validation queries are all known or all unknown: no open-set threshold chosen")
+            return
+        self.chosen_threshold, gmean = choose_threshold(**inputs)
+        self.log("val/open/threshold", self.chosen_threshold, sync_dist=False)
+        self.log("val/open/choice_gmean", gmean, sync_dist=False)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            rank_zero_info(f"open-set threshold {self.chosen_threshold:.4f} (top-1 {self.hparams.metric} score) "
+                           f"chosen on {len(inputs['known'])} validation queries{held_out}: "
+                           f"sqrt(BAKS*BAUS) = {gmean:.4f}")
+
+    def _log_open_set(self, prefix: str, results: RetrievalResults) -> None:
+        """``<prefix>/open/*`` when some queries are of identities absent from the gallery."""
+        inputs = top1_decision_inputs(results)
+        if inputs["known"].all():
+            return
+        for name, value in open_set_metrics(**inputs, threshold=self.threshold).items():
+            if not math.isnan(value):
+                self.log(f"{prefix}/open/{name}", value, sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["open_set_threshold"] = self.chosen_threshold
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.chosen_threshold = checkpoint.get("open_set_threshold")
 
     def _log_metrics(self, prefix: str, results: RetrievalResults) -> None:
         for name, value in results.metrics(top_k=self.hparams.top_k).items():
@@ -246,6 +323,7 @@ class ReIDModule(L.LightningModule):
         leave_one_out = 1 not in self._eval_outputs
         gallery = query if leave_one_out else self._gathered(1)
         self._eval_outputs = {}
+        self._evaluation_inputs = (query, gallery)
         self._evaluation = self.search(
             query["embedding"], gallery["embedding"], query_labels=query["label"], gallery_labels=gallery["label"],
             query_groups=query["group"], gallery_groups=gallery["group"], leave_one_out=leave_one_out)
