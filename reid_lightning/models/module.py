@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from ..eval.embedding import embed_loader
 from ..eval.scores import Metric
+from ..inference.gallery_cache import GalleryCache, gallery_cache_key
+from ..inference.predictions import prediction_frame
 from ..inference.threshold import held_out_gallery_identities, top1_decision_inputs
 from ..metrics.open_set import choose_threshold, open_set_metrics
 from ..retrieval import Exclusion, RetrievalResults, search
@@ -353,5 +355,72 @@ class ReIDModule(L.LightningModule):
         return embed_loader(self, loader, device=self.device, context=context, progress=False)
 
     # ------------------------------------------------------------------ prediction
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        return {"embedding": self(batch["image"]).float().cpu(), "index": batch["index"].cpu()}
+    def on_predict_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not hasattr(datamodule, "predict_gallery"):
+            raise TypeError("predict needs a ReIDDataModule (its gallery of known individuals)")
+        if self.threshold is None:
+            raise ValueError("no open-set threshold: the checkpoint holds none (it was trained without validation "
+                             "queries); pass --model.open_set_threshold <score>")
+        gallery = datamodule.predict_gallery()
+        self._predict_gallery = (gallery, self._gallery_embeddings(gallery, datamodule))
+        self._predict_outputs: list[dict[str, Tensor]] = []
+        self.predictions = None
+
+    def _gallery_embeddings(self, gallery, datamodule) -> Tensor:
+        """``(G, D)`` embeddings of the gallery, read from ``datamodule.gallery_cache`` when cached there."""
+        folder = getattr(datamodule, "gallery_cache", None)
+        cache = GalleryCache(folder) if folder else None
+        key = gallery_cache_key(self, gallery) if cache is not None else ""
+        cached = cache.load(key, len(gallery)) if cache is not None else None
+        if cached is not None:
+            rank_zero_info(f"gallery embeddings of {len(gallery)} images read from {cache.path(key)}")
+            return cached.to(self.device)
+        loader = datamodule._eval_loader(gallery)
+        embeddings, _ = embed_loader(self, loader, device=self.device,
+                                     context=self.trainer.precision_plugin.forward_context,
+                                     progress=self.trainer.is_global_zero, description="embedding gallery")
+        if cache is not None and self.trainer.is_global_zero:
+            rank_zero_info(f"gallery embeddings cached in {cache.save(key, embeddings)}")
+        return embeddings
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        # kept here (not returned) so that on_predict_epoch_end can gather every process's share
+        self._predict_outputs.append({"embedding": self(batch["image"]).float(), "index": batch["index"]})
+
+    def on_predict_epoch_end(self) -> None:
+        """Gather the new photos' embeddings of every process, search them in the gallery and, on the global-zero
+        process, build :attr:`predictions` (every input once, in input order)."""
+        query = self._gathered_predictions()
+        gallery, gallery_embeddings = self._predict_gallery
+        results = search(query["embedding"], gallery_embeddings, k=min(len(gallery), 100), metric=self.hparams.metric,
+                         gallery_labels=torch.as_tensor(gallery.labels), identity_names=gallery.labels_map,
+                         chunk_size=self.hparams.eval_chunk_size)
+        if self.trainer.is_global_zero:
+            inputs = self.trainer.datamodule.predict_dataset()
+            self.predictions = prediction_frame(
+                results, paths=[str(inputs.image_path(i)) for i in range(len(inputs))],
+                gallery_paths=[str(gallery.image_path(i)) for i in range(len(gallery))], threshold=self.threshold)
+        self._predict_outputs = []
+
+    def _gathered_predictions(self) -> dict[str, Tensor]:
+        """Predict outputs of all processes in input order; the shares may differ in size (Lightning's predict
+        sampler does not pad), so they are padded for the gather and the padding dropped."""
+        outputs = self._predict_outputs or [{"embedding": torch.empty(0, self.embedding_size, device=self.device),
+                                             "index": torch.empty(0, dtype=torch.long, device=self.device)}]
+        local = {name: torch.cat([o[name] for o in outputs]) for name in ("embedding", "index")}
+        if self.trainer.world_size > 1:
+            count = torch.tensor([len(local["index"])], device=self.device)
+            size = int(self.all_gather(count).max())
+            padded = {
+                "embedding": torch.cat([local["embedding"], local["embedding"].new_zeros(
+                    size - len(local["index"]), local["embedding"].shape[1])]),
+                "index": torch.cat([local["index"], local["index"].new_full((size - len(local["index"]),), -1)]),
+            }
+            local = {name: self.all_gather(t).flatten(0, 1) for name, t in padded.items()}
+        real = local["index"] >= 0
+        local = {name: t[real] for name, t in local.items()}
+        order = torch.argsort(local["index"])
+        if not torch.equal(local["index"][order], torch.arange(len(order), device=order.device)):
+            raise RuntimeError("the predict loaders of the processes did not cover the inputs exactly once")
+        return {name: t[order] for name, t in local.items()}
