@@ -313,10 +313,13 @@ class ReIDDataModule(L.LightningDataModule):
 
     def _report(self) -> None:
         """Print the data summary in a trainer's run and write it (and the skipped rows) to its log dir."""
+        if self.trainer is None:
+            return
+        # on every process: trainer.log_dir is a collective (broadcast) under DDP
+        log_dir = run_log_dir(self.trainer)
         if not self._is_reporter():
             return
         summary = self.summary()
-        log_dir = run_log_dir(self.trainer)
         written = write_new_file(log_dir / "data_summary.txt", (summary + "\n").encode())
         print(f"{summary}\ndata summary written to {written}")
         if len(self.skipped_images):
