@@ -72,7 +72,11 @@ def test_oracle_reranking_reaches_shortlist_recall(tmp_path, protocol):
     assert metrics["test/reranked/top1"].item() == pytest.approx(metrics[f"test/top{SHORTLIST}"].item())
     assert metrics["test/reranked/top1"] > metrics["test/top1"]
     assert metrics["test/reranked/mAP"] >= metrics["test/mAP"]
-    assert len(scorer.calls) == 2  # calibration pairs (validation), then test pairs
+    # calibration pairs, open-set threshold pairs (both validation), then test pairs
+    assert len(scorer.calls) == 3
+    saved = json.loads((tmp_path / "calibration" / "threshold.json").read_text())
+    assert saved["open_set_threshold"] == pytest.approx(callback.threshold)
+    assert metrics["test/reranked/open/threshold"].item() == pytest.approx(callback.threshold)
 
     index = json.loads((tmp_path / "calibration" / "index.json").read_text())
     calibrator = Calibration.load(tmp_path / "calibration" / index["calibrators"]["oracle"])

@@ -11,7 +11,8 @@ from ..retrieval import RetrievalResults
 
 def top1_decision_inputs(results: RetrievalResults, scores: Tensor | None = None) -> dict[str, Tensor]:
     """Keyword arguments of :func:`~reid_lightning.metrics.open_set_metrics` / ``choose_threshold`` for labelled
-    results: ``query_labels``, ``known`` (identity in the gallery), ``top1_labels`` and ``scores`` (Q,).
+    results: ``query_labels``, ``known`` (another image of its identity is in the
+    gallery, exclusions respected), ``top1_labels`` and ``scores`` (Q,).
 
     Args:
         scores: optional (Q,) score of each top-1 candidate replacing ``candidate_scores[:, 0]`` (e.g. the fused
@@ -20,8 +21,10 @@ def top1_decision_inputs(results: RetrievalResults, scores: Tensor | None = None
     if results.query_labels is None:
         raise ValueError("open-set metrics need the query identities; these results have no query_labels")
     query_labels = results.query_labels.cpu()
-    gallery = torch.unique(results.gallery_labels.cpu())
-    known = torch.isin(query_labels, gallery) & (query_labels >= 0)
+    if results.stats is not None:  # respects exclusions: leave-one-out self pairs, same-sequence images
+        known = results.stats.num_positives.cpu() > 0
+    else:
+        known = torch.isin(query_labels, torch.unique(results.gallery_labels.cpu())) & (query_labels >= 0)
     top1 = results.candidate_scores[:, 0] if scores is None else scores
     return {"query_labels": query_labels, "known": known, "top1_labels": results.candidate_labels[:, 0].cpu(),
             "scores": top1.detach().cpu().double()}
@@ -43,3 +46,30 @@ def held_out_gallery_identities(*, query_labels: Tensor, gallery_labels: Tensor,
     count = min(len(shared) - 1, max(1, round(fraction * len(shared))))
     held = np.random.default_rng(seed).choice(shared, size=count, replace=False)
     return ~torch.isin(gallery_labels, torch.from_numpy(held))
+
+
+def choose_probability_threshold(reranker, results: RetrievalResults, query_dataset, gallery_dataset, *,
+                                 max_queries: int | None = None, holdout: float = 0.2, seed: int = 0
+                                 ) -> tuple[float, float]:
+    """Open-set threshold on the fused calibrated probability of a fitted
+    :class:`~reid_lightning.similarity.PairwiseReranker`, chosen on labelled held-out ``results`` (validation);
+    returns ``(threshold, gmean)``. Without unknown queries, ``holdout`` of the identities are removed from each
+    shortlist (their candidates count as unscored) and their queries become unknown."""
+    from ..metrics.open_set import choose_threshold  # metrics imports retrieval, which imports metrics
+
+    keep = torch.arange(results.num_queries)
+    if max_queries is not None and results.num_queries > max_queries:
+        keep = torch.randperm(results.num_queries, generator=torch.Generator().manual_seed(seed))[:max_queries]
+        keep = keep.sort().values
+    subset = results.select(keep)
+    fused = reranker.fuse(reranker.calibrate(reranker.pair_scores(subset, query_dataset, gallery_dataset,
+                                                                  query_positions=keep)))
+    inputs = top1_decision_inputs(subset.rerank(fused))
+    if inputs["known"].all():
+        kept = held_out_gallery_identities(query_labels=subset.query_labels, gallery_labels=subset.gallery_labels,
+                                           fraction=holdout, seed=seed).to(subset.candidate_indices.device)
+        shortlist = subset.candidate_indices[:, : fused.shape[1]]
+        held = ~kept[shortlist.clamp(min=0)].cpu()
+        inputs = top1_decision_inputs(subset.rerank(fused.masked_fill(held, float("nan"))))
+        inputs["known"] &= torch.isin(inputs["query_labels"], subset.gallery_labels[kept].cpu())
+    return choose_threshold(**inputs)
