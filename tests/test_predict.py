@@ -144,3 +144,21 @@ def test_two_process_predict_writes_every_input_once_in_order(photos, tmp_path):
     # 5 readable inputs over 2 processes (uneven shares): each exactly once, in input order
     assert frame["path"].tolist() == expected
     assert (output.parent / "unreadable_images.csv").is_file()
+
+
+def test_predict_csv_paths_relative_to_the_csv_with_optional_bbox(photos, tmp_path):
+    listing = photos / "new" / "list.csv"
+    pd.DataFrame({"path": ["a.jpg", "unseen0.jpg"], "bbox": ["[0, 0, 16, 8]", ""]}).to_csv(listing, index=False)
+    data = ReIDDataModule(root=str(photos / "data"), metadata="known.csv", image_size=32, predict_csv=str(listing))
+    data.setup("predict")
+    dataset = data.predict_dataset()
+    assert [dataset.image_path(i) for i in range(2)] == [photos / "new" / "a.jpg", photos / "new" / "unseen0.jpg"]
+    assert dataset.get_image(0).size == (16, 8) and dataset.get_image(1).size == (32, 32)  # cropped, full
+    assert list(dataset.metadata["image_id"]) == ["a.jpg", "unseen0.jpg"]
+    # the default gallery: every labelled image of the data set (train + val + test)
+    assert len(data.predict_gallery()) == 6 * 8
+
+    pd.DataFrame({"file": ["a.jpg"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match="needs a 'path' column"):
+        ReIDDataModule(root=str(photos / "data"), metadata="known.csv", predict_csv=str(tmp_path / "bad.csv")
+                       ).predict_dataset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Literal
@@ -71,12 +72,13 @@ class LocalFeatureReranking(Callback):
         results = pl_module.search(query, gallery, query_labels=query_labels, gallery_labels=gallery_labels,
                                    query_groups=torch.as_tensor(groups[0]), gallery_groups=torch.as_tensor(groups[-1]),
                                    leave_one_out=leave_one_out, k=self.reranker.shortlist)
-        self.reranker.fit(results, datasets[0], datasets[-1], max_queries=self.calibration_queries)
-        # the open-set threshold on the fused probabilities, chosen on validation queries like the calibrators
+        subset, scores = self.reranker.fit_scores(results, datasets[0], datasets[-1],
+                                                  max_queries=self.calibration_queries)
+        self.reranker.fit_calibrators(scores, hits=subset.hits)
+        # the open-set threshold on the fused probabilities, chosen on the same validation pairs
         try:
             self.threshold, gmean = choose_probability_threshold(
-                self.reranker, results, datasets[0], datasets[-1], max_queries=self.calibration_queries,
-                holdout=pl_module.hparams.get("open_set_holdout", 0.2))
+                self.reranker, subset, scores, holdout=pl_module.hparams.get("open_set_holdout", 0.2))
         except ValueError as error:
             rank_zero_warn(f"no open-set threshold on the reranked probabilities: {error}")
             self.threshold = None
@@ -102,7 +104,7 @@ class LocalFeatureReranking(Callback):
         inputs = top1_decision_inputs(reranked)
         if self.threshold is not None and not inputs["known"].all():
             for name, value in open_set_metrics(**inputs, threshold=self.threshold).items():
-                if value == value:  # NaN: undefined here (e.g. no unknown identity)
+                if not math.isnan(value):  # undefined here (e.g. no unknown identity)
                     pl_module.log(f"test/reranked/open/{name}", value, sync_dist=False)
         # calibration quality on the test shortlist, which the calibrators never saw
         hits = results.hits[:, : next(iter(probabilities.values())).shape[1]].cpu()

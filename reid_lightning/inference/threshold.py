@@ -48,22 +48,16 @@ def held_out_gallery_identities(*, query_labels: Tensor, gallery_labels: Tensor,
     return ~torch.isin(gallery_labels, torch.from_numpy(held))
 
 
-def choose_probability_threshold(reranker, results: RetrievalResults, query_dataset, gallery_dataset, *,
-                                 max_queries: int | None = None, holdout: float = 0.2, seed: int = 0
-                                 ) -> tuple[float, float]:
+def choose_probability_threshold(reranker, subset: RetrievalResults, scores: dict[str, Tensor], *,
+                                 holdout: float = 0.2, seed: int = 0) -> tuple[float, float]:
     """Open-set threshold on the fused calibrated probability of a fitted
-    :class:`~reid_lightning.similarity.PairwiseReranker`, chosen on labelled held-out ``results`` (validation);
-    returns ``(threshold, gmean)``. Without unknown queries, ``holdout`` of the identities are removed from each
-    shortlist (their candidates count as unscored) and their queries become unknown."""
+    :class:`~reid_lightning.similarity.PairwiseReranker`, chosen on labelled held-out results (validation) and
+    their shortlist pair ``scores`` (from ``reranker.fit_scores``); returns ``(threshold, gmean)``. Without unknown
+    queries, ``holdout`` of the identities are removed from each shortlist (their candidates count as unscored)
+    and their queries become unknown."""
     from ..metrics.open_set import choose_threshold  # metrics imports retrieval, which imports metrics
 
-    keep = torch.arange(results.num_queries)
-    if max_queries is not None and results.num_queries > max_queries:
-        keep = torch.randperm(results.num_queries, generator=torch.Generator().manual_seed(seed))[:max_queries]
-        keep = keep.sort().values
-    subset = results.select(keep)
-    fused = reranker.fuse(reranker.calibrate(reranker.pair_scores(subset, query_dataset, gallery_dataset,
-                                                                  query_positions=keep)))
+    fused = reranker.fuse(reranker.calibrate(scores))
     inputs = top1_decision_inputs(subset.rerank(fused))
     if inputs["known"].all():
         kept = held_out_gallery_identities(query_labels=subset.query_labels, gallery_labels=subset.gallery_labels,
