@@ -1,7 +1,8 @@
 """LightningCLI wiring: ``python train.py fit|validate|test|predict --config configs/...``.
 
 Every ``validate``/``test`` run writes its final metrics to ``results.json`` in the run's log dir and prints
-that path on its last line; ``predict`` writes the embeddings of the predict set next to it. Files are written
+that path on its last line; ``predict`` writes ``predictions.csv`` (which known individual, or a new one, every new
+photo shows) there, or to ``--predict_output``. Files are written
 atomically and never replace another run's (``results-1.json`` ... when the name is taken, e.g. in a shared
 log dir). Checkpoints carry the random states (:class:`RandomState`) so that ``fit --ckpt_path`` resumes
 exactly, and every ``--ckpt_path`` is read with ``weights_only=True``.
@@ -9,7 +10,6 @@ exactly, and every ``--ckpt_path`` is read with ``weights_only=True``.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import warnings
@@ -51,6 +51,8 @@ class ReIDCLI(LightningCLI):
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
         parser.add_lightning_class_args(RandomState, "random_state")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
+        parser.add_argument("--predict_output", type=str | None, default=None,
+                            help="predict: where predictions.csv goes (default: the run's log dir)")
 
     def _load_weights_only(self) -> None:
         # a --ckpt_path is a file the user passes: never unpickle code from it (torch < 2.6 defaults to False)
@@ -67,13 +69,10 @@ class ReIDCLI(LightningCLI):
         self.last_results_path = write_results(self.trainer, "test", self._ckpt_path())
 
     def after_predict(self) -> None:
-        self.last_results_path = write_embeddings(self.trainer, self._predictions())
+        self.last_results_path = write_predictions(self.trainer, self.config[self.subcommand].get("predict_output"))
 
     def _ckpt_path(self) -> str | None:
         return self.config.get(self.subcommand, {}).get("ckpt_path")
-
-    def _predictions(self) -> list:
-        return self.trainer.predict_loop.predictions
 
 
 def _plain(value: Any) -> float | int:
@@ -100,21 +99,22 @@ def write_results(trainer, stage: str, ckpt_path: str | None) -> Path:
     return path
 
 
-def write_embeddings(trainer, predictions: list) -> Path:
-    """Save the predict set's embeddings (``embeddings.pt``: image_id, identity, embedding) and print the path."""
-    batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-    embeddings = torch.cat([b["embedding"] for b in batches])
-    indices = torch.cat([b["index"] for b in batches])
-    dataset = trainer.datamodule.dataset("test")
-    order = torch.argsort(indices)
-    metadata = dataset.metadata.iloc[indices[order].numpy()]
-    path = run_log_dir(trainer) / "embeddings.pt"
-    if trainer.is_global_zero:
-        buffer = io.BytesIO()
-        torch.save({"image_id": metadata["image_id"].tolist(), "identity": metadata["identity"].tolist(),
-                    "embedding": embeddings[order]}, buffer)
-        path = write_new_file(path, buffer.getvalue())
-        print(f"embeddings written to {path}")
+def write_predictions(trainer, output: str | None) -> Path:
+    """Write the module's ``predictions.csv`` (and ``unreadable_images.csv`` when some inputs could not be read),
+    print a summary and, last, the path of ``predictions.csv``."""
+    path = Path(output).expanduser() if output else run_log_dir(trainer) / "predictions.csv"
+    if not trainer.is_global_zero:
+        return path
+    frame = trainer.lightning_module.predictions
+    path.parent.mkdir(parents=True, exist_ok=True)
+    unreadable = getattr(trainer.datamodule, "unreadable_predict_images", None)
+    if unreadable is not None and len(unreadable):
+        listed = write_new_file(path.with_name("unreadable_images.csv"), unreadable.to_csv(index=False).encode())
+        print(f"{len(unreadable)} images could not be read and have no prediction; listed in {listed}")
+    path = write_new_file(path, frame.to_csv(index=False).encode())
+    print(f"{len(frame)} photos: {int((~frame['is_new']).sum())} known individuals, {int(frame['is_new'].sum())} "
+          f"new (threshold {trainer.lightning_module.threshold:.4f})")
+    print(f"predictions written to {path}")
     return path
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import timm
-import torch
 from timm.models import save_for_hf
 
 from reid_lightning.data import ReIDDataModule
@@ -79,13 +78,17 @@ def test_fit_validate_test_predict(workdir):
         assert tested["metrics"][f"test/{name}"] == pytest.approx(expected[name], abs=1e-5), name
 
     out = run_cli(workdir, "predict", "--ckpt_path", str(checkpoint))
-    saved = torch.load(out.strip().splitlines()[-1].removeprefix("embeddings written to "), weights_only=True)
-    # every test image once, its embedding next to its own image_id
-    assert sorted(saved["image_id"]) == sorted(test_images.metadata["image_id"])
-    position = {image_id: i for i, image_id in enumerate(test_images.metadata["image_id"])}
-    order = [position[image_id] for image_id in saved["image_id"]]
-    torch.testing.assert_close(saved["embedding"], test_embeddings[order], atol=1e-5, rtol=1e-4)
-    assert saved["identity"] == test_images.metadata["identity"].iloc[order].tolist()
+    predicted = pd.read_csv(out.strip().splitlines()[-1].removeprefix("predictions written to "))
+    # without predict_dir: every test image once, in order, answered from the training gallery with the
+    # checkpoint's validation-chosen threshold
+    assert predicted["path"].tolist() == [str(test_images.image_path(i)) for i in range(len(test_images))]
+    results = search(test_embeddings, embed(gallery_images), k=1, gallery_labels=gallery_images.labels_string)
+    assert model.threshold is not None
+    top1 = results.candidate_scores[:, 0].numpy()
+    expected_identity = [name if score >= model.threshold else "new_individual"
+                         for name, score in zip(results.candidate_identities[:, 0], top1, strict=True)]
+    assert predicted["identity"].tolist() == expected_identity
+    assert predicted["confidence"].to_numpy() == pytest.approx(top1, abs=1e-5)
 
 
 def test_print_config_shows_checkpoint_defaults(workdir):

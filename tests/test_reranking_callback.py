@@ -72,7 +72,10 @@ def test_oracle_reranking_reaches_shortlist_recall(tmp_path, protocol):
     assert metrics["test/reranked/top1"].item() == pytest.approx(metrics[f"test/top{SHORTLIST}"].item())
     assert metrics["test/reranked/top1"] > metrics["test/top1"]
     assert metrics["test/reranked/mAP"] >= metrics["test/mAP"]
-    assert len(scorer.calls) == 2  # calibration pairs (validation), then test pairs
+    assert len(scorer.calls) == 2  # calibration pairs (validation; also choose the threshold), then test pairs
+    saved = json.loads((tmp_path / "calibration" / "threshold.json").read_text())
+    assert saved["open_set_threshold"] == pytest.approx(callback.threshold)
+    assert metrics["test/reranked/open/threshold"].item() == pytest.approx(callback.threshold)
 
     index = json.loads((tmp_path / "calibration" / "index.json").read_text())
     calibrator = Calibration.load(tmp_path / "calibration" / index["calibrators"]["oracle"])
@@ -158,13 +161,13 @@ def test_calibration_scores_match_test_time_scores_under_bf16(tmp_path):
     callback = LocalFeatureReranking(scorers=[], shortlist=SHORTLIST, include_global=True,
                                      save_dir=str(tmp_path / "c"))
     fitted = []
-    original_fit = callback.reranker.fit
+    original_fit = callback.reranker.fit_scores
 
     def recording_fit(results, *args, **kwargs):
         fitted.append(results)
         return original_fit(results, *args, **kwargs)
 
-    callback.reranker.fit = recording_fit
+    callback.reranker.fit_scores = recording_fit
     torch.manual_seed(0)
     model = ReIDModule(backbone="resnet10t", pretrained=False, top_k=(1,))
     data = datamodule(tmp_path)

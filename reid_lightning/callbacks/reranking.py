@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from pathlib import Path
 from typing import Literal
@@ -9,7 +11,10 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 
+from ..inference.threshold import choose_probability_threshold, top1_decision_inputs
+from ..metrics.open_set import open_set_metrics
 from ..retrieval import RetrievalResults
 from ..similarity import PairScorer, PairwiseReranker
 
@@ -22,7 +27,9 @@ class LocalFeatureReranking(Callback):
     embeddings. At the end of the test epoch the module's :class:`RetrievalResults` are reranked; metrics before
     and after are logged as ``test/...`` and ``test/reranked/...``. The calibrators are saved next to the run's
     logs with one reliability diagram per score type drawn on the test shortlist (its ECE is logged as
-    ``test/reranked/ece/<score>``).
+    ``test/reranked/ece/<score>``). An open-set threshold on the fused probability is chosen on the same validation
+    queries (saved as ``threshold.json`` next to the calibrators); with unknown test queries the reranked open-set
+    metrics are logged as ``test/reranked/open/*``.
     """
 
     def __init__(self, scorers: list[PairScorer], shortlist: int = 20,
@@ -47,6 +54,8 @@ class LocalFeatureReranking(Callback):
         self.last_scores: dict[str, torch.Tensor] | None = None
         self.last_probabilities: dict[str, torch.Tensor] | None = None
         self.last_reranked: RetrievalResults | None = None
+        self.threshold: float | None = None
+        """Open-set threshold on the fused calibrated probability (chosen on validation before testing)."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # the module's evaluation results must hold the whole shortlist
@@ -68,10 +77,25 @@ class LocalFeatureReranking(Callback):
         results = pl_module.search(query, gallery, query_labels=query_labels, gallery_labels=gallery_labels,
                                    query_groups=torch.as_tensor(groups[0]), gallery_groups=torch.as_tensor(groups[-1]),
                                    leave_one_out=leave_one_out, k=self.reranker.shortlist)
-        self.reranker.fit(results, datasets[0], datasets[-1], max_queries=self.calibration_queries)
+        subset, scores = self.reranker.fit_scores(results, datasets[0], datasets[-1],
+                                                  max_queries=self.calibration_queries)
+        self.reranker.fit_calibrators(scores, hits=subset.hits)
+        # the open-set threshold on the fused probabilities, chosen on the same validation pairs
+        try:
+            self.threshold, gmean = choose_probability_threshold(
+                self.reranker, subset, scores, holdout=pl_module.hparams.get("open_set_holdout", 0.2))
+        except ValueError as error:
+            rank_zero_warn(f"no open-set threshold on the reranked probabilities: {error}")
+            self.threshold = None
+        else:
+            pl_module.log("test/reranked/open/threshold", self.threshold, sync_dist=False)
         folder = self._folder(trainer)  # every rank: trainer.log_dir is a collective under DDP
         if trainer.is_global_zero:
             self.reranker.save(folder)
+            if self.threshold is not None:
+                (folder / "threshold.json").write_text(json.dumps(
+                    {"open_set_threshold": self.threshold, "score": "fused calibrated probability",
+                     "validation_gmean": gmean}, indent=2))
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         results = pl_module.evaluation_results()
@@ -85,6 +109,11 @@ class LocalFeatureReranking(Callback):
         for name, value in reranked.metrics(top_k=tuple(pl_module.hparams.top_k)).items():
             pl_module.log(f"test/reranked/{name}", float(value), sync_dist=False)
         pl_module.log("test/reranked/seconds", seconds, sync_dist=False)
+        inputs = top1_decision_inputs(reranked)
+        if self.threshold is not None and not inputs["known"].all():
+            for name, value in open_set_metrics(**inputs, threshold=self.threshold).items():
+                if not math.isnan(value):  # undefined here (e.g. no unknown identity)
+                    pl_module.log(f"test/reranked/open/{name}", value, sync_dist=False)
         # calibration quality on the test shortlist, which the calibrators never saw
         hits = results.hits[:, : next(iter(probabilities.values())).shape[1]].cpu()
         folder = self._folder(trainer)

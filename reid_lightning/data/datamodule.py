@@ -105,6 +105,15 @@ class ReIDDataModule(L.LightningDataModule):
         exclude_same_sequence: when the metadata has a ``sequence`` (or ``encounter``) column, gallery images of
             a query's own sequence are left out of its ranking and metrics (near-duplicate burst frames would
             inflate every metric); the number of excluded pairs is logged.
+        predict_dir: folder of new photos to identify with ``predict`` (searched recursively for
+            jpg/png/tiff/webp files).
+        predict_csv: CSV of new photos to identify: a ``path`` column (relative to the CSV's folder), optional
+            ``image_id`` and ``bbox``. Without predict_dir and predict_csv, ``predict`` identifies the test images
+            against the training images.
+        gallery_csv: metadata CSV of the known individuals ``predict`` searches (default: every labelled image of
+            the data set, train + val + test).
+        gallery_cache: folder where ``predict`` keeps the gallery embeddings, keyed by model weights, transform
+            and gallery metadata, so that the gallery is embedded once.
     """
 
     def __init__(
@@ -137,6 +146,10 @@ class ReIDDataModule(L.LightningDataModule):
         synthetic_images_per_individual: int = 12,
         synthetic_image_size: int = 96,
         exclude_same_sequence: bool = True,
+        predict_dir: str | None = None,
+        predict_csv: str | None = None,
+        gallery_csv: str | None = None,
+        gallery_cache: str | None = None,
     ) -> None:
         super().__init__()
         check_split_arguments(split, test_ratio, val_ratio, open_ratio)
@@ -182,6 +195,12 @@ class ReIDDataModule(L.LightningDataModule):
             "image_size": synthetic_image_size,
         }
         self.exclude_same_sequence = exclude_same_sequence
+        if predict_dir is not None and predict_csv is not None:
+            raise ValueError("give --data.predict_dir or --data.predict_csv, not both")
+        self.predict_dir, self.predict_csv = predict_dir, predict_csv
+        self.gallery_csv, self.gallery_cache = gallery_csv, gallery_cache
+        self.unreadable_predict_images = pd.DataFrame()
+        self._predict_images: ImageDataset | None = None
         self._groups = np.empty(0, dtype=np.int64)
         self._backbone_config: dict | None = None
         self._train_generator: torch.Generator | None = None
@@ -436,8 +455,56 @@ class ReIDDataModule(L.LightningDataModule):
         return self._stage_loaders("test")
 
     def predict_dataloader(self) -> DataLoader:
-        """Test images with the evaluation transform."""
-        return self._eval_loader(self.dataset("test"))
+        """The new photos (``predict_dir`` / ``predict_csv``; default: the test images) with the evaluation
+        transform; batches ``{"image", "label": -1, "index"}``. Unreadable files are left out and listed in
+        :attr:`unreadable_predict_images`."""
+        dataset = self.predict_dataset()
+        return self._loader(ReIDSamples(dataset, np.full(len(dataset), -1), with_index=True),
+                            batch_size=self.eval_batch_size, shuffle=False)
+
+    def predict_dataset(self) -> ImageDataset:
+        """Images ``predict`` identifies, with the evaluation transform (see :meth:`predict_dataloader`)."""
+        if self.predict_dir is None and self.predict_csv is None:
+            return self.dataset("test")
+        if self._predict_images is not None:
+            return self._predict_images
+        frame, root, csv_path = predict_inputs(predict_dir=self.predict_dir, predict_csv=self.predict_csv)
+        img_load = "bbox" if "bbox" in frame.columns else "full"
+        bad = check_images(frame, root, img_load=img_load, csv_path=csv_path, progress=self._is_reporter())
+        if len(bad):
+            source = f"predict_csv '{csv_path}'" if csv_path is not None else f"predict_dir '{self.predict_dir}'"
+            rank_zero_warn(f"{source}: {len(bad)} of {len(frame)} images cannot be read and get no prediction: "
+                           + "; ".join(f"'{row.path}': {row.reason}" for row in bad.head(10).itertuples())
+                           + (" ..." if len(bad) > 10 else ""))
+            frame = frame.drop(index=bad["row"])
+        if frame.empty:
+            raise ValueError(f"none of the {len(bad)} images to predict can be read (see the list above)")
+        self.unreadable_predict_images = bad
+        self._predict_images = self._with_eval_transform(ImageDataset(frame, root=root, img_load=img_load))
+        return self._predict_images
+
+    def predict_gallery(self) -> ImageDataset:
+        """The known individuals ``predict`` searches: ``gallery_csv``, else every labelled image of the data set
+        (the training images when predicting the test split), with the evaluation transform."""
+        if self.gallery_csv is not None:
+            csv = find_metadata_csv(self.gallery_csv, None).resolve()
+            frame = load_metadata(csv, csv.parent, check_files=False, unknown_markers=self.unknown_markers)
+            img_load = "bbox" if "bbox" in frame.columns else "full"
+            bad = check_images(frame, csv.parent, img_load=img_load, csv_path=csv, progress=self._is_reporter())
+            if len(bad):
+                raise ValueError(bad_images_message(bad, len(frame), f"gallery_csv '{csv}'", csv))
+            frame = frame[frame["identity"] != "unknown"]
+            return self._with_eval_transform(ImageDataset(frame, root=csv.parent, img_load=img_load))
+        images = self._require_setup()
+        if self.predict_dir is None and self.predict_csv is None:
+            return self.dataset("train")
+        return self._with_eval_transform(images.get_subset(images.labels >= 0))
+
+    def _with_eval_transform(self, dataset: ImageDataset) -> ImageDataset:
+        config = self.data_config
+        dataset.transform = build_transforms(image_size=config["size"], mean=config["mean"], std=config["std"],
+                                             train=False, **self.augmentation)
+        return dataset
 
     # ----------------------------------------------------------------------------------------- report
     def summary(self) -> str:
@@ -468,6 +535,38 @@ class ReIDDataModule(L.LightningDataModule):
                      "case and spaces ignored)")
         lines.append(f"skipped as bad images: {len(self.skipped_images)} rows (on_bad_image='{self.on_bad_image}')")
         return "\n".join(lines)
+
+
+PREDICT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+
+
+def predict_inputs(*, predict_dir: str | None, predict_csv: str | None
+                   ) -> tuple[pd.DataFrame, Path | None, Path | None]:
+    """``(metadata, root, csv path)`` of the photos to identify: every image file under ``predict_dir`` (sorted,
+    recursive), or the rows of ``predict_csv`` (``path``; optional ``image_id``, ``bbox``)."""
+    if predict_dir is not None:
+        folder = Path(predict_dir).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--data.predict_dir '{predict_dir}' is not a folder")
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in PREDICT_EXTENSIONS)
+        if not files:
+            raise ValueError(f"--data.predict_dir '{predict_dir}' holds no image ({', '.join(PREDICT_EXTENSIONS)})")
+        paths = [str(p.resolve()) for p in files]
+        frame = pd.DataFrame({"image_id": [str(p.relative_to(folder)) for p in files], "path": paths})
+        frame["identity"] = "unknown"
+        return load_metadata(frame, None, check_files=False), None, None
+    csv = Path(predict_csv).expanduser().resolve()  # type: ignore[arg-type]
+    if not csv.is_file():
+        raise FileNotFoundError(f"--data.predict_csv '{predict_csv}' does not exist")
+    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    if "path" not in frame.columns:
+        raise ValueError(f"--data.predict_csv '{csv}' needs a 'path' column; found {list(frame.columns)}")
+    if "image_id" not in frame.columns:
+        frame["image_id"] = frame["path"]
+    frame["identity"] = "unknown"
+    if "bbox" in frame.columns:
+        frame["bbox"] = frame["bbox"].replace("", None)
+    return load_metadata(frame, csv.parent, check_files=False), csv.parent, csv
 
 
 def sequence_codes(metadata: pd.DataFrame) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from reid_lightning.inference.knn import KnnClassifier
 from reid_lightning.inference.open_set import OpenSetDecision, open_set_predict
+from reid_lightning.inference.threshold import held_out_gallery_identities, top1_decision_inputs
 from reid_lightning.inference.topk import TopkClassifier
 
-__all__ = ["KnnClassifier", "OpenSetDecision", "TopkClassifier", "open_set_predict"]
+__all__ = ["KnnClassifier", "OpenSetDecision", "TopkClassifier", "held_out_gallery_identities", "open_set_predict",
+           "top1_decision_inputs"]

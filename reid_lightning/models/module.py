@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from ..eval.embedding import embed_loader
 from ..eval.scores import Metric
+from ..inference.gallery_cache import GalleryCache, gallery_cache_key
+from ..inference.predictions import prediction_frame
+from ..inference.threshold import held_out_gallery_identities, top1_decision_inputs
+from ..metrics.open_set import choose_threshold, open_set_metrics
 from ..retrieval import Exclusion, RetrievalResults, search
 from .backbone import backbone_data_config, create_backbone, embedding_dim
 from .losses import LOSS_NAMES, build_loss
@@ -57,6 +64,8 @@ class ReIDModule(L.LightningModule):
         search_backend: Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"] = "torch",
         channels_last: bool = False,
         compile: bool = False,
+        open_set_threshold: float | None = None,
+        open_set_holdout: float = 0.2,
     ) -> None:
         """
         Args:
@@ -94,6 +103,10 @@ class ReIDModule(L.LightningModule):
                 and CPUs, especially with mixed precision).
             compile: ``torch.compile`` the backbone's forward (weights and checkpoints stay those of the plain
                 module); the first batches are slower while it compiles.
+            open_set_threshold: fixed score below which a query is answered "new individual" (None: the threshold
+                chosen on the validation queries, saved with the checkpoint).
+            open_set_holdout: when no validation query is of an identity absent from the gallery, this fraction of
+                the validation identities is removed from the gallery while the threshold is chosen.
         """
         super().__init__()
         if loss not in LOSS_NAMES:
@@ -116,7 +129,12 @@ class ReIDModule(L.LightningModule):
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self._eval_outputs: dict[int, list[dict[str, Tensor]]] = {}
-        self._evaluation: tuple[RetrievalResults, dict[str, Tensor]] | None = None
+        self._evaluation: RetrievalResults | None = None
+        self._evaluation_inputs: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None
+        self.chosen_threshold: float | None = None
+        """Open-set threshold chosen on the last validation (saved in checkpoints); see :attr:`threshold`."""
+        self.predictions: pd.DataFrame | None = None
+        """``predictions.csv`` rows of the last predict run (on the global-zero process)."""
 
     # ------------------------------------------------------------------ model
     @property
@@ -223,14 +241,75 @@ class ReIDModule(L.LightningModule):
         self._reset_evaluation()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.evaluation_results())
+        results = self.evaluation_results()
+        self._log_metrics("val", results)
+        if self.hparams.open_set_threshold is None and not self.trainer.sanity_checking:
+            self._choose_threshold(results)
+        self._log_open_set("val", results)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.evaluation_results())
+        results = self.evaluation_results()
+        self._log_metrics("test", results)
+        self._log_open_set("test", results)
 
     def _reset_evaluation(self) -> None:
         self._eval_outputs = {}
         self._evaluation = None
+        self._evaluation_inputs = None
+
+    # ------------------------------------------------------------------ open set
+    @property
+    def threshold(self) -> float | None:
+        """Score below which a query is answered "new individual": ``open_set_threshold`` when given, else the one
+        chosen on validation (None before any validation)."""
+        fixed = self.hparams.get("open_set_threshold")
+        return float(fixed) if fixed is not None else self.chosen_threshold
+
+    def _choose_threshold(self, results: RetrievalResults) -> None:
+        """Choose the threshold maximising sqrt(BAKS * BAUS) on the validation queries; without unknown queries,
+        on the same queries with ``open_set_holdout`` of their identities removed from the gallery."""
+        inputs = top1_decision_inputs(results)
+        held_out = ""
+        if inputs["known"].all():
+            if self._evaluation_inputs is None or self._evaluation_inputs[0] is self._evaluation_inputs[1]:
+                rank_zero_warn("no validation query is of an identity absent from the gallery and the protocol is "
+                               "leave_one_out: no open-set threshold chosen (pass --model.open_set_threshold)")
+                return
+            query, gallery = self._evaluation_inputs
+            keep = held_out_gallery_identities(query_labels=query["label"], gallery_labels=gallery["label"],
+                                               fraction=self.hparams.open_set_holdout, seed=self.current_epoch)
+            keep = keep.to(gallery["label"].device)
+            held = self.search(query["embedding"], gallery["embedding"][keep], query_labels=query["label"],
+                               gallery_labels=gallery["label"][keep], query_groups=query["group"],
+                               gallery_groups=gallery["group"][keep], k=1)
+            inputs = top1_decision_inputs(held)
+            held_out = (f" with {len(torch.unique(gallery['label'][~keep]))} validation identities held out of the "
+                        "gallery (no validation query was of an unknown identity)")
+        if inputs["known"].all() or not inputs["known"].any():
+            rank_zero_warn("the validation queries are all known or all unknown: no open-set threshold chosen")
+            return
+        self.chosen_threshold, gmean = choose_threshold(**inputs)
+        self.log("val/open/threshold", self.chosen_threshold, sync_dist=False)
+        self.log("val/open/choice_gmean", gmean, sync_dist=False)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            rank_zero_info(f"open-set threshold {self.chosen_threshold:.4f} (top-1 {self.hparams.metric} score) "
+                           f"chosen on {len(inputs['known'])} validation queries{held_out}: "
+                           f"sqrt(BAKS*BAUS) = {gmean:.4f}")
+
+    def _log_open_set(self, prefix: str, results: RetrievalResults) -> None:
+        """``<prefix>/open/*`` when some queries are of identities absent from the gallery."""
+        inputs = top1_decision_inputs(results)
+        if inputs["known"].all():
+            return
+        for name, value in open_set_metrics(**inputs, threshold=self.threshold).items():
+            if not math.isnan(value):
+                self.log(f"{prefix}/open/{name}", value, sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["open_set_threshold"] = self.chosen_threshold
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.chosen_threshold = checkpoint.get("open_set_threshold")
 
     def _log_metrics(self, prefix: str, results: RetrievalResults) -> None:
         for name, value in results.metrics(top_k=self.hparams.top_k).items():
@@ -272,6 +351,7 @@ class ReIDModule(L.LightningModule):
         leave_one_out = 1 not in self._eval_outputs
         gallery = query if leave_one_out else self._gathered(1)
         self._eval_outputs = {}
+        self._evaluation_inputs = (query, gallery)
         self._evaluation = self.search(
             query["embedding"], gallery["embedding"], query_labels=query["label"], gallery_labels=gallery["label"],
             query_groups=query["group"], gallery_groups=gallery["group"], leave_one_out=leave_one_out)
@@ -301,5 +381,72 @@ class ReIDModule(L.LightningModule):
         return embed_loader(self, loader, device=self.device, context=context, progress=False)
 
     # ------------------------------------------------------------------ prediction
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        return {"embedding": self(batch["image"]).float().cpu(), "index": batch["index"].cpu()}
+    def on_predict_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not hasattr(datamodule, "predict_gallery"):
+            raise TypeError("predict needs a ReIDDataModule (its gallery of known individuals)")
+        if self.threshold is None:
+            raise ValueError("no open-set threshold: the checkpoint holds none (it was trained without validation "
+                             "queries); pass --model.open_set_threshold <score>")
+        gallery = datamodule.predict_gallery()
+        self._predict_gallery = (gallery, self._gallery_embeddings(gallery, datamodule))
+        self._predict_outputs: list[dict[str, Tensor]] = []
+        self.predictions = None
+
+    def _gallery_embeddings(self, gallery, datamodule) -> Tensor:
+        """``(G, D)`` embeddings of the gallery, read from ``datamodule.gallery_cache`` when cached there."""
+        folder = getattr(datamodule, "gallery_cache", None)
+        cache = GalleryCache(folder) if folder else None
+        key = gallery_cache_key(self, gallery) if cache is not None else ""
+        cached = cache.load(key, len(gallery)) if cache is not None else None
+        if cached is not None:
+            rank_zero_info(f"gallery embeddings of {len(gallery)} images read from {cache.path(key)}")
+            return cached.to(self.device)
+        loader = datamodule._eval_loader(gallery)
+        embeddings, _ = embed_loader(self, loader, device=self.device,
+                                     context=self.trainer.precision_plugin.forward_context,
+                                     progress=self.trainer.is_global_zero, description="embedding gallery")
+        if cache is not None and self.trainer.is_global_zero:
+            rank_zero_info(f"gallery embeddings cached in {cache.save(key, embeddings)}")
+        return embeddings
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        # kept here (not returned) so that on_predict_epoch_end can gather every process's share
+        self._predict_outputs.append({"embedding": self(batch["image"]).float(), "index": batch["index"]})
+
+    def on_predict_epoch_end(self) -> None:
+        """Gather the new photos' embeddings of every process, search them in the gallery and, on the global-zero
+        process, build :attr:`predictions` (every input once, in input order)."""
+        query = self._gathered_predictions()
+        gallery, gallery_embeddings = self._predict_gallery
+        results = search(query["embedding"], gallery_embeddings, k=min(len(gallery), 100), metric=self.hparams.metric,
+                         gallery_labels=torch.as_tensor(gallery.labels), identity_names=gallery.labels_map,
+                         chunk_size=self.hparams.eval_chunk_size)
+        if self.trainer.is_global_zero:
+            inputs = self.trainer.datamodule.predict_dataset()
+            self.predictions = prediction_frame(
+                results, paths=[str(inputs.image_path(i)) for i in range(len(inputs))],
+                gallery_paths=[str(gallery.image_path(i)) for i in range(len(gallery))], threshold=self.threshold)
+        self._predict_outputs = []
+
+    def _gathered_predictions(self) -> dict[str, Tensor]:
+        """Predict outputs of all processes in input order; the shares may differ in size (Lightning's predict
+        sampler does not pad), so they are padded for the gather and the padding dropped."""
+        outputs = self._predict_outputs or [{"embedding": torch.empty(0, self.embedding_size, device=self.device),
+                                             "index": torch.empty(0, dtype=torch.long, device=self.device)}]
+        local = {name: torch.cat([o[name] for o in outputs]) for name in ("embedding", "index")}
+        if self.trainer.world_size > 1:
+            count = torch.tensor([len(local["index"])], device=self.device)
+            size = int(self.all_gather(count).max())
+            padded = {
+                "embedding": torch.cat([local["embedding"], local["embedding"].new_zeros(
+                    size - len(local["index"]), local["embedding"].shape[1])]),
+                "index": torch.cat([local["index"], local["index"].new_full((size - len(local["index"]),), -1)]),
+            }
+            local = {name: self.all_gather(t).flatten(0, 1) for name, t in padded.items()}
+        real = local["index"] >= 0
+        local = {name: t[real] for name, t in local.items()}
+        order = torch.argsort(local["index"])
+        if not torch.equal(local["index"][order], torch.arange(len(order), device=order.device)):
+            raise RuntimeError("the predict loaders of the processes did not cover the inputs exactly once")
+        return {name: t[order] for name, t in local.items()}

@@ -125,13 +125,22 @@ class PairwiseReranker:
             results: retrieval results of held-out queries (never the ones to be reranked), with query labels.
             max_queries: use at most this many queries (a seeded random subset).
         """
+        subset, scores = self.fit_scores(results, query_dataset, gallery_dataset, max_queries=max_queries, seed=seed)
+        return self.fit_calibrators(scores, hits=subset.hits)
+
+    def fit_scores(self, results: RetrievalResults, query_dataset, gallery_dataset, *, max_queries: int | None = None,
+                   seed: int = 0) -> tuple[RetrievalResults, dict[str, Tensor]]:
+        """The queries :meth:`fit` uses (at most ``max_queries``, a seeded random subset) and their pair scores."""
         keep = torch.arange(results.num_queries)
         if max_queries is not None and results.num_queries > max_queries:
             generator = torch.Generator().manual_seed(seed)
             keep = torch.randperm(results.num_queries, generator=generator)[:max_queries].sort().values
         subset = results.select(keep)
-        scores = self.pair_scores(subset, query_dataset, gallery_dataset, query_positions=keep)
-        hits = subset.hits[:, : next(iter(scores.values())).shape[1]].cpu()
+        return subset, self.pair_scores(subset, query_dataset, gallery_dataset, query_positions=keep)
+
+    def fit_calibrators(self, scores: Mapping[str, Tensor], *, hits: Tensor) -> PairwiseReranker:
+        """Fit one calibrator per score type on ``(Q, B)`` pair scores and ``hits (Q, >= B)`` of their pairs."""
+        hits = hits[:, : next(iter(scores.values())).shape[1]].cpu()
         for name, values in scores.items():
             scored = ~torch.isnan(values)
             calibrator = IsotonicCalibration() if self.calibration == "isotonic" else LogisticCalibration()
