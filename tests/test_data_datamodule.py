@@ -140,6 +140,8 @@ def test_default_synthetic_cache_location(synthetic_root, tmp_path, monkeypatch)
     assert module.synthetic
     module.prepare_data()
     assert (tmp_path / ".cache/reid_lightning/synthetic/metadata.csv").is_file()
+    module.setup()  # the default, relative root (make demo's) must resolve once, not twice
+    assert len(module.dataset("train")) > 0
 
 
 def test_clear_errors(synthetic_root, tmp_path):

@@ -238,7 +238,7 @@ class ReIDDataModule(L.LightningDataModule):
         # imported here, so that `python -m reid_lightning.data.synthetic` does not import itself twice
         from .synthetic import make_synthetic_individuals
 
-        root = Path(self.root) if self.root is not None else DEFAULT_SYNTHETIC_ROOT
+        root = (Path(self.root) if self.root is not None else DEFAULT_SYNTHETIC_ROOT).resolve()
         return make_synthetic_individuals(root, seed=self.seed, **self.synthetic_options), root
 
     def prepare_data(self) -> None:
