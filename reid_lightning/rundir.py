@@ -8,7 +8,10 @@ from pathlib import Path
 
 
 def run_log_dir(trainer) -> Path:
-    """The run's log folder (the logger's, e.g. ``logs/lightning_logs/version_3``), created if needed."""
+    """The run's log folder (the logger's, e.g. ``logs/lightning_logs/version_3``), created if needed.
+
+    Under DDP ``trainer.log_dir`` is a broadcast: call this on every process, never behind a rank check.
+    """
     log_dir = Path(trainer.log_dir or trainer.default_root_dir).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     return log_dir

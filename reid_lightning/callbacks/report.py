@@ -74,6 +74,7 @@ class RetrievalReport(Callback):
             self._report(trainer, pl_module, "test")
 
     def _report(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        log_dir = run_log_dir(trainer)  # on every process: trainer.log_dir is a collective (broadcast) under DDP
         if not trainer.is_global_zero:
             return  # every process holds the same results; one report
         datamodule = trainer.datamodule
@@ -98,7 +99,7 @@ class RetrievalReport(Callback):
         if self.write_files or (self.write_files is None and not wandb_loggers):
             metrics = {name: float(value) for name, value in trainer.callback_metrics.items()
                        if name.startswith(f"{stage}/") and value.numel() == 1}
-            folder = _new_folder(run_log_dir(trainer) / "report" / f"{stage}-epoch{epoch:03d}")
+            folder = _new_folder(log_dir / "report" / f"{stage}-epoch{epoch:03d}")
             self.last_html = write_report_files(folder, report, title=f"Retrieval report: {stage}, epoch {epoch}",
                                                 metrics=metrics)
         self.last_seconds = time.perf_counter() - start

@@ -421,7 +421,7 @@ class ReIDModule(L.LightningModule):
         gallery, gallery_embeddings = self._predict_gallery
         results = search(query["embedding"], gallery_embeddings, k=min(len(gallery), 100), metric=self.hparams.metric,
                          gallery_labels=torch.as_tensor(gallery.labels), identity_names=gallery.labels_map,
-                         chunk_size=self.hparams.eval_chunk_size)
+                         chunk_size=self.hparams.eval_chunk_size, backend=self.hparams.search_backend)
         if self.trainer.is_global_zero:
             inputs = self.trainer.datamodule.predict_dataset()
             self.predictions = prediction_frame(
