@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from ..inference.threshold import choose_probability_threshold, top1_decision_inputs
 from ..metrics.open_set import open_set_metrics
 from ..retrieval import RetrievalResults
+from ..rundir import run_log_dir
 from ..similarity import PairScorer, PairwiseReranker
 
 
@@ -89,7 +90,7 @@ class LocalFeatureReranking(Callback):
             self.threshold = None
         else:
             pl_module.log("test/reranked/open/threshold", self.threshold, sync_dist=False)
-        folder = self._folder(trainer)  # every rank: trainer.log_dir is a collective under DDP
+        folder = self._folder(trainer)
         if trainer.is_global_zero:
             self.reranker.save(folder)
             if self.threshold is not None:
@@ -122,4 +123,5 @@ class LocalFeatureReranking(Callback):
             pl_module.log(f"test/reranked/ece/{name}", error, sync_dist=False)
 
     def _folder(self, trainer: L.Trainer) -> Path:
-        return Path(self.save_dir or Path(trainer.log_dir or trainer.default_root_dir) / "calibration")
+        # run_log_dir is a broadcast under DDP: the callers call this on every process
+        return Path(self.save_dir) if self.save_dir else run_log_dir(trainer) / "calibration"
