@@ -54,6 +54,18 @@ class ReIDCLI(LightningCLI):
         parser.add_argument("--predict_output", type=str | None, default=None,
                             help="predict: where predictions.csv goes (default: the run's log dir)")
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model, checkpoint = config.get("model"), config.get("checkpoint")
+        if model is None or checkpoint is None or model.get("exact_metrics", True):
+            return
+        # metrics from the top-K candidates are named mAP@K: the default monitor follows (a user's choice stays)
+        depth = model["candidates"]
+        if checkpoint.get("monitor") == CHECKPOINT_DEFAULTS["checkpoint.monitor"]:
+            checkpoint["monitor"] = f"val/mAP@{depth}"
+            if checkpoint.get("filename") == CHECKPOINT_DEFAULTS["checkpoint.filename"]:
+                checkpoint["filename"] = f"epoch{{epoch:03d}}-mAP@{depth}={{val/mAP@{depth}:.4f}}"
+
     def _load_weights_only(self) -> None:
         # a --ckpt_path is a file the user passes: never unpickle code from it (torch < 2.6 defaults to False)
         config = self.config_init[self.subcommand]

@@ -27,7 +27,7 @@ def workdir(tmp_path_factory):
     return folder
 
 
-def run_cli(workdir: Path, *args: str) -> str:
+def run_cli(workdir: Path, *args: str, cwd: Path | None = None) -> str:
     command = [
         sys.executable, str(REPO / "train.py"), *args, "--config", str(REPO / "configs" / "demo.yaml"),
         "--model.backbone", f"local-dir:{workdir / 'tiny_model'}", "--model.pretrained", "true",
@@ -36,7 +36,7 @@ def run_cli(workdir: Path, *args: str) -> str:
         "--data.image_size", "32", "--data.batch_size", "8", "--trainer.max_epochs", "2",
         "--trainer.enable_progress_bar", "false",
     ]
-    done = subprocess.run(command, check=False, cwd=workdir, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, check=False, cwd=cwd or workdir, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -97,3 +97,13 @@ def test_print_config_shows_checkpoint_defaults(workdir):
                           check=False, cwd=workdir, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "monitor: val/mAP" in done.stdout and "dirpath: checkpoints" in done.stdout
+
+
+def test_metrics_from_candidates_are_named_by_depth_and_monitored(workdir, tmp_path):
+    run_cli(workdir, "fit", "--model.exact_metrics", "false", "--model.candidates", "5", "--trainer.max_epochs", "1",
+            cwd=tmp_path)
+    logged = pd.read_csv(tmp_path / "logs" / "lightning_logs" / "version_0" / "metrics.csv")
+    assert "val/mAP@5" in logged.columns and "val/maxF1@5" in logged.columns
+    assert "val/mAP" not in logged.columns  # an approximation never logged under the exact metric's name
+    # the default checkpoint monitor followed the name (Lightning would fail on a missing monitored key)
+    assert any(re.fullmatch(r"epoch000-mAP@5=0\.\d{4}\.ckpt", p.name) for p in (tmp_path / "checkpoints").iterdir())

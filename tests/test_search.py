@@ -195,3 +195,17 @@ def test_candidates_without_labels_come_from_merged_gallery_tiles(monkeypatch):
     assert torch.equal(with_rows.candidate_indices, expected)
     assert torch.equal(tiled.candidate_indices, expected)
     torch.testing.assert_close(tiled.candidate_scores, with_rows.candidate_scores)
+
+
+def test_cosine_candidates_from_reused_tile_buffers_equal_full_rows(monkeypatch):
+    import reid_lightning.retrieval.scores as scores_module
+
+    query, gallery, query_labels, gallery_labels = tied_problem(seed=4, num_queries=13, num_gallery=50)
+    with_rows = search(query, gallery, k=6, query_labels=query_labels, gallery_labels=gallery_labels)
+    # 13 queries in chunks of 5, 5, 3: tiles of 8, 8 and 13 columns, the last tile of each chunk narrower
+    monkeypatch.setattr(scores_module, "ELEMENTS_PER_TILE", 40)
+    tiled = search(query, gallery, k=6, gallery_labels=gallery_labels, chunk_size=5)
+    assert torch.equal(tiled.candidate_indices, with_rows.candidate_indices)
+    torch.testing.assert_close(tiled.candidate_scores, with_rows.candidate_scores)
+    cosine = torch.nn.functional.normalize(query, dim=1) @ torch.nn.functional.normalize(gallery, dim=1).T
+    torch.testing.assert_close(tiled.candidate_scores, cosine.gather(1, tiled.candidate_indices))

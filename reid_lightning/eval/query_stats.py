@@ -226,3 +226,50 @@ def _query_stats(scores: Tensor, gallery: Tensor, query: Tensor, *, exclude: Ten
             targets = targets & ~excluded
         parts.append(_chunk_stats(block, targets))
     return QueryStats.cat(parts)
+
+
+def candidate_stats(scores: Tensor, hits: Tensor, num_positives: Tensor) -> QueryStats:
+    """Statistics of rankings known only down to their first ``K`` items (e.g. an approximate index's top-K).
+
+    Positives beyond the list are counted in recall but contribute no precision, so AP and maxF1 are the
+    full-ranking values minus what those positives would add (lower bounds; equal when every positive is in the
+    list and no tie straddles its end). ``best_rank`` is exact within the list and ``K`` ("beyond") otherwise,
+    so top-k accuracies are exact for ``k <= K``.
+
+    Args:
+        scores: ``(q, K)`` descending scores in rank order; ``-inf`` marks an empty slot.
+        hits: ``(q, K)`` bool, the item shows the query's identity.
+        num_positives: ``(q,)`` positives of each query in the whole (non-excluded) gallery.
+    """
+    num_queries, depth = scores.shape
+    work = scores.double()
+    hits = hits & torch.isfinite(work)
+    descending = (-work).contiguous()  # ascending, empty slots (+inf) last
+    # items scoring at least each slot's score (ties count like in the full ranking), and the hits among them
+    retrieved = torch.searchsorted(descending, descending, right=True)
+    hit_counts = torch.cat([torch.zeros(num_queries, 1, dtype=torch.long, device=scores.device),
+                            hits.long().cumsum(dim=1)], dim=1)
+    true_positives = hit_counts.gather(1, retrieved).double()
+    positives = num_positives.to(scores.device)[:, None].clamp(min=1).double()
+    precision = torch.where(hits, true_positives / retrieved.clamp(min=1).double(), 0.0)
+    recall = torch.where(hits, true_positives / positives, 0.0)
+    f1 = torch.where(hits, 2 * precision * recall / (precision + recall).clamp(min=1e-300), 0.0)
+    # the last maximum in descending score order = the highest-recall point among equal F1 values
+    best = depth - 1 - f1.flip(1).argmax(dim=1, keepdim=True) if depth else f1.new_zeros(num_queries, 1).long()
+    has_positive = num_positives.to(scores.device) > 0
+    any_hit = hits.any(dim=1)
+    first_hit = hits.to(torch.uint8).argmax(dim=1) if depth else torch.zeros(num_queries, dtype=torch.long)
+    lowest = torch.where(torch.isfinite(work), work, float("inf")).amin(dim=1) if depth else work.new_zeros(
+        num_queries)
+    top_score = work[:, 0] if depth else work.new_zeros(num_queries)
+    return QueryStats(
+        ap=(precision.sum(dim=1) / positives.squeeze(1)).float(),
+        max_f1=f1.gather(1, best).squeeze(1).float(),
+        precision_at_max_f1=torch.where(any_hit, precision.gather(1, best).squeeze(1), 0.0).float(),
+        recall_at_max_f1=torch.where(has_positive, torch.where(any_hit, recall.gather(1, best).squeeze(1), 0.0),
+                                     1.0).float(),
+        threshold_at_max_f1=torch.where(any_hit, work.gather(1, best).squeeze(1),
+                                        torch.where(has_positive, lowest, top_score)).float(),
+        best_rank=torch.where(any_hit, first_hit, torch.where(has_positive, depth, -1)),
+        num_positives=num_positives.to(scores.device),
+    )

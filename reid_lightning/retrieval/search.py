@@ -30,6 +30,7 @@ def search(
     identity_names: Mapping[int, str] | None = None,
     chunk_size: int | None = None,
     backend: str = "torch",
+    exact_metrics: bool = True,
 ) -> RetrievalResults:
     """Exact top-``k`` gallery candidates of every query, never holding the ``(Q, G)`` matrix when ``k < G``.
 
@@ -50,6 +51,9 @@ def search(
         backend: ``torch`` (exact, chunked matmul), ``faiss`` (exact flat index), ``faiss-ivf`` / ``faiss-hnsw``
             (approximate candidates, exactly rescored). Full-ranking metrics stay exact with every backend (they
             stream score blocks); without labels the FAISS backends compute no block at all.
+        exact_metrics: False computes the statistics from the top-``k`` candidates only (``mAP@k``, ``maxF1@k``:
+            lower bounds; top-k accuracies up to k exact), so no full score row is ever computed: for galleries
+            where even streaming every score is too slow.
     """
     if backend not in BACKENDS:
         raise ValueError(f"Unknown search backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -62,4 +66,4 @@ def search(
         source = FaissScores(query, gallery, metric, index_type=index_type)
     return RetrievalResults.from_source(source, k=k, exclude=exclude, query_labels=query_labels,
                                         gallery_labels=gallery_labels, identity_names=identity_names,
-                                        chunk_size=chunk_size)
+                                        chunk_size=chunk_size, exact_metrics=exact_metrics)

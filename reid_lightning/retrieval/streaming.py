@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..eval.labels import LabelsLike, encode_labels
-from ..eval.query_stats import QueryStats, _chunk_stats
+from ..eval.query_stats import QueryStats, _chunk_stats, candidate_stats
 from .exclusion import Exclusion
 from .scores import ScoreSource
 
@@ -66,19 +66,27 @@ def stream(
     gallery_codes: Tensor | None = None,
     query_codes: Tensor | None = None,
     chunk_size: int | None = None,
+    stats_from_candidates: bool = False,
 ) -> tuple[Tensor | None, Tensor | None, QueryStats | None]:
     """One pass over ``source`` in query chunks: top-``k`` candidates (None: skip) and, with labels, the
-    per-query statistics of the full ranking. Excluded pairs are neither candidates nor counted.
+    per-query statistics of the full ranking (``stats_from_candidates``: of the top-``k`` only, see
+    :func:`~reid_lightning.eval.query_stats.candidate_stats`; no full score row is computed then). Excluded pairs
+    are neither candidates nor counted.
 
     Returns ``(candidate_scores (Q, k), candidate_indices (Q, k), stats)``; a query with fewer than ``k``
     rankable gallery items has its last slots padded with index -1 and score -inf.
     """
     scores_parts, index_parts, stats_parts = [], [], []
-    if query_codes is None:  # candidates only: chunks of queries, each source bounds its own memory
+    full_rows = query_codes is not None and not stats_from_candidates
+    if stats_from_candidates:
+        if k is None or query_codes is None:
+            raise ValueError("stats_from_candidates needs k and the query labels")
+        num_positives = positives_per_query(gallery_codes=gallery_codes, query_codes=query_codes, exclusion=exclusion)
+    if not full_rows:  # candidates only: chunks of queries, each source bounds its own memory
         chunk_size = chunk_size or QUERIES_PER_CHUNK
     for rows in chunk_rows_for(source.num_queries, source.num_gallery, chunk_size):
         block = None
-        if query_codes is not None:
+        if full_rows:
             block = source.block(rows)
             excluded = exclusion.mask(rows, device=block.device) if exclusion is not None else None
             targets = query_codes[rows].to(block.device)[:, None] == gallery_codes.to(block.device)[None, :]
@@ -93,6 +101,10 @@ def stream(
             indices = indices.masked_fill(values == float("-inf"), -1)
             scores_parts.append(values)
             index_parts.append(indices)
+            if stats_from_candidates:
+                hits = (gallery_codes.to(indices.device)[indices.clamp(min=0)]
+                        == query_codes[rows].to(indices.device)[:, None]) & (indices >= 0)
+                stats_parts.append(candidate_stats(values, hits, num_positives[rows]))
         release_freed_memory()
     stats = QueryStats.cat(stats_parts) if stats_parts else None
     if k is None:
@@ -101,6 +113,20 @@ def stream(
         empty = torch.empty(0, k)
         return empty, empty.long(), stats
     return torch.cat(scores_parts), torch.cat(index_parts), stats
+
+
+def positives_per_query(*, gallery_codes: Tensor, query_codes: Tensor, exclusion: Exclusion | None) -> Tensor:
+    """``(Q,)`` gallery items sharing each query's identity code, excluded pairs left out."""
+    identities, counts = torch.unique(gallery_codes.cpu(), return_counts=True)
+    query_codes = query_codes.cpu()
+    where = torch.searchsorted(identities, query_codes).clamp(max=max(len(identities) - 1, 0))
+    found = (identities[where] == query_codes) if len(identities) else torch.zeros_like(query_codes, dtype=torch.bool)
+    positives = torch.where(found, counts[where] if len(identities) else 0, 0)
+    if exclusion is not None and len(exclusion):
+        queries, gallery = exclusion.pairs[:, 0].cpu(), exclusion.pairs[:, 1].cpu()
+        excluded_positive = query_codes[queries] == gallery_codes.cpu()[gallery]
+        positives = positives - torch.bincount(queries[excluded_positive], minlength=len(query_codes))
+    return positives
 
 
 def encode(gallery_labels: LabelsLike, query_labels: LabelsLike | None,
