@@ -74,8 +74,9 @@ def by_name(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_reranked_predict_answers_with_the_calibrators_a_test_run_saved(photos, tmp_path):
-    # raw pixels as embeddings: no training; copies of gallery photos have cosine 1 with their original
-    model = ReIDModule(backbone="torch.nn.Flatten", pretrained=False, open_set_threshold=0.5)
+    # raw pixels as embeddings: no training; copies of gallery photos have cosine 1 with their original. The raw
+    # score threshold (0.9) would answer b.jpg's reranked top-1 (probability ~0.57) new: predict must use threshold.json
+    model = ReIDModule(backbone="torch.nn.Flatten", pretrained=False, open_set_threshold=0.9)
     calibration = tmp_path / "calibration"
     trainer(tmp_path, reranking(save_dir=str(calibration))).test(model, datamodule=data_of(photos))
     threshold = json.loads((calibration / "threshold.json").read_text())["open_set_threshold"]
@@ -100,6 +101,13 @@ def test_reranked_predict_answers_with_the_calibrators_a_test_run_saved(photos, 
     for row, listed in enumerate(reranked["top5"]):  # distinct identities in the reranked order
         order = list(dict.fromkeys(identities[row].tolist()))[:5]
         assert [name for name, _ in json.loads(listed)] == order
+
+    # a shortlist shorter than the gallery: top5 lists the reranked shortlist only (the tail has no probability)
+    short = LocalFeatureReranking(scorers=[FolderScorer()], shortlist=4, calibration_dir=str(calibration))
+    trainer(tmp_path, short).predict(model, datamodule=data_of(photos), return_predictions=False)
+    library = PairwiseReranker([FolderScorer()], shortlist=4).load(calibration)(results, inputs, gallery)
+    for row, listed in enumerate(model.predictions["top5"]):
+        assert [name for name, _ in json.loads(listed)] == list(dict.fromkeys(library.candidate_identities[row, :4]))
 
     # by name: the contradicted photo follows the reranker, the unseen individual is new
     answers = by_name(reranked)
