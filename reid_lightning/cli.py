@@ -124,8 +124,9 @@ def write_predictions(trainer, output: str | None) -> Path:
         listed = write_new_file(path.with_name("unreadable_images.csv"), unreadable.to_csv(index=False).encode())
         print(f"{len(unreadable)} images could not be read and have no prediction; listed in {listed}")
     path = write_new_file(path, frame.to_csv(index=False).encode())
+    answers = trainer.lightning_module.answers
     print(f"{len(frame)} photos: {int((~frame['is_new']).sum())} known individuals, {int(frame['is_new'].sum())} "
-          f"new (threshold {trainer.lightning_module.threshold:.4f})")
+          f"new (threshold {answers.threshold:.4f} on the {answers.score})")
     print(f"predictions written to {path}")
     return path
 

@@ -11,8 +11,9 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from ..inference.predictions import RankedAnswers
 from ..inference.threshold import choose_probability_threshold, top1_decision_inputs
 from ..metrics.open_set import open_set_metrics
 from ..retrieval import RetrievalResults
@@ -21,7 +22,8 @@ from ..similarity import PairScorer, PairwiseReranker
 
 
 class LocalFeatureReranking(Callback):
-    """Reranks the top-``shortlist`` gallery candidates of every test query with calibrated, fused scores.
+    """Reranks the top-``shortlist`` gallery candidates of every test query, and of every new photo at predict,
+    with calibrated, fused scores.
 
     Before testing, the reranker's calibrators are fitted on shortlist pairs of the validation queries (never a
     self-pair, never a test image), whose embeddings are computed under the trainer's precision like the test
@@ -31,12 +33,17 @@ class LocalFeatureReranking(Callback):
     ``test/reranked/ece/<score>``). An open-set threshold on the fused probability is chosen on the same validation
     queries (saved as ``threshold.json`` next to the calibrators); with unknown test queries the reranked open-set
     metrics are logged as ``test/reranked/open/*``.
+
+    At predict, each new photo's shortlist in the gallery is reranked the same way: the answer is the reranked
+    top-1, its confidence the fused probability, "new individual" below ``threshold.json``'s threshold. The
+    calibrators and threshold are read from ``calibration_dir`` (the folder a test run saved) or, without it,
+    fitted on the validation split exactly as before a test (and saved the same way).
     """
 
     def __init__(self, scorers: list[PairScorer], shortlist: int = 20,
                  calibration: Literal["isotonic", "logistic"] = "isotonic", include_global: bool = True,
                  weights: dict[str, float] | None = None, calibration_queries: int | None = 500,
-                 save_dir: str | None = None) -> None:
+                 save_dir: str | None = None, calibration_dir: str | None = None) -> None:
         """
         Args:
             scorers: local score types (extractor + matcher) to compute for the shortlist pairs.
@@ -46,11 +53,14 @@ class LocalFeatureReranking(Callback):
             weights: optional fusion weight per score name (missing names weigh 1).
             calibration_queries: at most this many validation queries are used to fit the calibrators.
             save_dir: where the calibrators go (default: ``<log_dir>/calibration``).
+            calibration_dir: predict only: the folder of calibrators and ``threshold.json`` a test run with the same
+                scorers saved; None: fit them on the validation split as a test run does.
         """
         self.reranker = PairwiseReranker(scorers, shortlist=shortlist, calibration=calibration,
                                          include_global=include_global, weights=weights)
         self.calibration_queries = calibration_queries
         self.save_dir = save_dir
+        self.calibration_dir = calibration_dir
         # the last test epoch's shortlist scores, probabilities and reranked results (read by RetrievalReport)
         self.last_scores: dict[str, torch.Tensor] | None = None
         self.last_probabilities: dict[str, torch.Tensor] | None = None
@@ -63,14 +73,57 @@ class LocalFeatureReranking(Callback):
         pl_module.require_candidates(self.reranker.shortlist)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_on_validation(trainer, pl_module)
+        if self.threshold is not None:
+            pl_module.log("test/reranked/open/threshold", self.threshold, sync_dist=False)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.calibration_dir is not None:
+            self.threshold = self._load_calibration(Path(self.calibration_dir).expanduser())
+            return
+        folder = self._fit_on_validation(trainer, pl_module)
+        if self.threshold is None:
+            raise ValueError("predict with LocalFeatureReranking needs an open-set threshold on the fused probability, "
+                             "and none could be chosen on the validation split (see the warning above): pass "
+                             "calibration_dir, the folder of a test run's calibrators and threshold.json")
+        rank_zero_info(f"reranking calibrators fitted on validation and saved in {folder}; pass "
+                       "--trainer.callbacks.init_args.calibration_dir with that folder to reuse them")
+
+    def rerank_predictions(self, results: RetrievalResults, query_dataset, gallery_dataset) -> RankedAnswers:
+        """The new photos' shortlists reranked by the fused calibrated probability, which is also the
+        confidence (the tail, never scored, is left out); see :class:`~reid_lightning.inference.PredictionReranker`."""
+        if self.threshold is None:
+            raise RuntimeError("rerank_predictions runs after on_predict_start, which loads or fits the calibrators")
+        reranked = self.reranker(results, query_dataset, gallery_dataset)
+        return RankedAnswers(reranked.head(self.reranker.shortlist), threshold=self.threshold,
+                             score="fused calibrated probability")
+
+    def _load_calibration(self, folder: Path) -> float:
+        """Load the calibrators a test run saved in ``folder``; the open-set threshold of its ``threshold.json``."""
+        advice = ("give calibration_dir the 'calibration' folder of a `train.py test` run with this same reranking "
+                  "config, or leave calibration_dir out to fit the calibrators on the validation split")
+        try:
+            self.reranker.load(folder)
+        except (FileNotFoundError, ValueError) as error:
+            raise ValueError(f"calibration_dir '{folder}': {error}. {advice}") from error
+        threshold_path = folder / "threshold.json"
+        if not threshold_path.is_file():
+            raise ValueError(f"calibration_dir '{folder}' holds no threshold.json (that test run could choose no "
+                             f"open-set threshold on validation). {advice}")
+        return float(json.loads(threshold_path.read_text())["open_set_threshold"])
+
+    def _fit_on_validation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path:
+        """Fit the calibrators and choose the open-set threshold on the validation queries; save both (the folder
+        is returned)."""
         datamodule = trainer.datamodule
         if not hasattr(datamodule, "eval_datasets"):
-            raise TypeError("LocalFeatureReranking needs the images behind the test loaders: run the test with a "
+            raise TypeError("LocalFeatureReranking fits its calibrators on the validation images: run with a "
                             "ReIDDataModule (trainer.test(model, datamodule=...) or train.py)")
         datasets, loaders = datamodule.eval_datasets("val"), datamodule.val_dataloader()
         if not loaders:
             raise ValueError("LocalFeatureReranking fits its calibration on validation images, but the "
-                             "validation split is empty: set data.val_ratio > 0")
+                             "validation split is empty: set data.val_ratio > 0 (or, at predict, pass "
+                             "calibration_dir, the folder of a test run's calibrators)")
         groups = datamodule.eval_groups("val")
         query, query_labels = pl_module.embed(loaders[0])
         leave_one_out = len(loaders) == 1  # the other validation images form the gallery
@@ -88,8 +141,6 @@ class LocalFeatureReranking(Callback):
         except ValueError as error:
             rank_zero_warn(f"no open-set threshold on the reranked probabilities: {error}")
             self.threshold = None
-        else:
-            pl_module.log("test/reranked/open/threshold", self.threshold, sync_dist=False)
         folder = self._folder(trainer)
         if trainer.is_global_zero:
             self.reranker.save(folder)
@@ -97,6 +148,7 @@ class LocalFeatureReranking(Callback):
                 (folder / "threshold.json").write_text(json.dumps(
                     {"open_set_threshold": self.threshold, "score": "fused calibrated probability",
                      "validation_gmean": gmean}, indent=2))
+        return folder
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         results = pl_module.evaluation_results()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -13,6 +16,32 @@ from ..retrieval import RetrievalResults
 
 NEW_INDIVIDUAL = "new_individual"
 PREDICTION_COLUMNS = ("path", "identity", "confidence", "is_new", "top5", "gallery_image")
+
+
+@dataclass(frozen=True)
+class RankedAnswers:
+    """What ``predictions.csv`` is formed from: the new photos' candidates in answer order, whose
+    ``candidate_scores[:, 0]`` is each photo's confidence, and the threshold on that scale.
+
+    Attributes:
+        results: (Q, K) candidates of the Q new photos, best first; only candidates whose scores are on the
+            confidence scale (e.g. the reranked shortlist).
+        threshold: lowest confidence answered as a known individual.
+        score: what the scores are, for people (e.g. ``"top-1 cosine score"``).
+    """
+
+    results: RetrievalResults
+    threshold: float
+    score: str
+
+
+@runtime_checkable
+class PredictionReranker(Protocol):
+    """Post-processes the gallery search of the new photos before ``predictions.csv`` is formed (a callback
+    such as ``LocalFeatureReranking`` implements it; ``ReIDModule`` asks the trainer's callbacks for one)."""
+
+    def rerank_predictions(self, results: RetrievalResults, query_dataset, gallery_dataset) -> RankedAnswers:
+        """results: search of the Q new photos (``query_dataset``) in ``gallery_dataset``."""
 
 
 def prediction_frame(results: RetrievalResults, *, paths: Sequence[str], gallery_paths: Sequence[str],
@@ -41,7 +70,8 @@ def prediction_frame(results: RetrievalResults, *, paths: Sequence[str], gallery
     for row in range(results.num_queries):
         best: dict[str, float] = {}
         for slot in np.flatnonzero(valid[row].numpy()):
-            best.setdefault(str(identities[row, slot]), round(float(scores[row, slot]), 6))
+            score = float(scores[row, slot])  # NaN: a reranker could not score the pair; JSON has no NaN
+            best.setdefault(str(identities[row, slot]), None if math.isnan(score) else round(score, 6))
             if len(best) == top:
                 break
         top_lists.append(json.dumps([[name, value] for name, value in best.items()]))

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..eval.embedding import embed_loader
 from ..eval.scores import Metric
 from ..inference.gallery_cache import GalleryCache, gallery_cache_key
-from ..inference.predictions import prediction_frame
+from ..inference.predictions import PredictionReranker, RankedAnswers, prediction_frame
 from ..inference.threshold import held_out_gallery_identities, top1_decision_inputs
 from ..metrics.open_set import choose_threshold, open_set_metrics
 from ..retrieval import Exclusion, RetrievalResults, search
@@ -143,6 +143,8 @@ class ReIDModule(L.LightningModule):
         """Open-set threshold chosen on the last validation (saved in checkpoints); see :attr:`threshold`."""
         self.predictions: pd.DataFrame | None = None
         """``predictions.csv`` rows of the last predict run (on the global-zero process)."""
+        self.answers: RankedAnswers | None = None
+        """The ranked candidates, threshold and score those rows were formed from (on the global-zero process)."""
 
     # ------------------------------------------------------------------ model
     @property
@@ -398,13 +400,21 @@ class ReIDModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if not hasattr(datamodule, "predict_gallery"):
             raise TypeError("predict needs a ReIDDataModule (its gallery of known individuals)")
-        if self.threshold is None:
+        if self.threshold is None and self._prediction_reranker() is None:
             raise ValueError("no open-set threshold: the checkpoint holds none (it was trained without validation "
                              "queries); pass --model.open_set_threshold <score>")
         gallery = datamodule.predict_gallery()
         self._predict_gallery = (gallery, self._gallery_embeddings(gallery, datamodule))
         self._predict_outputs: list[dict[str, Tensor]] = []
-        self.predictions = None
+        self.predictions = self.answers = None
+
+    def _prediction_reranker(self) -> PredictionReranker | None:
+        """The trainer's callback that reranks the new photos' candidates (e.g. ``LocalFeatureReranking``)."""
+        rerankers = [c for c in self.trainer.callbacks if isinstance(c, PredictionReranker)]
+        if len(rerankers) > 1:
+            raise ValueError(f"{len(rerankers)} callbacks rerank predictions "
+                             f"({', '.join(type(c).__name__ for c in rerankers)}): keep one")
+        return rerankers[0] if rerankers else None
 
     def _gallery_embeddings(self, gallery, datamodule) -> Tensor:
         """``(G, D)`` embeddings of the gallery, read from ``datamodule.gallery_cache`` when cached there."""
@@ -429,17 +439,26 @@ class ReIDModule(L.LightningModule):
 
     def on_predict_epoch_end(self) -> None:
         """Gather the new photos' embeddings of every process, search them in the gallery and, on the global-zero
-        process, build :attr:`predictions` (every input once, in input order)."""
+        process, rerank them when a callback does (:class:`PredictionReranker`) and build :attr:`predictions`
+        (every input once, in input order)."""
         query = self._gathered_predictions()
         gallery, gallery_embeddings = self._predict_gallery
-        results = search(query["embedding"], gallery_embeddings, k=min(len(gallery), 100), metric=self.hparams.metric,
+        k = min(len(gallery), max(100, self._required_candidates))
+        results = search(query["embedding"], gallery_embeddings, k=k, metric=self.hparams.metric,
                          gallery_labels=torch.as_tensor(gallery.labels), identity_names=gallery.labels_map,
                          chunk_size=self.hparams.eval_chunk_size, backend=self.hparams.search_backend)
+        # reranking holds no collective call: the global-zero process alone reranks and writes every input
         if self.trainer.is_global_zero:
             inputs = self.trainer.datamodule.predict_dataset()
+            reranker = self._prediction_reranker()
+            if reranker is None:
+                answers = RankedAnswers(results, threshold=self.threshold, score=f"top-1 {self.hparams.metric} score")
+            else:
+                answers = reranker.rerank_predictions(results, inputs, gallery)
+            self.answers = answers
             self.predictions = prediction_frame(
-                results, paths=[str(inputs.image_path(i)) for i in range(len(inputs))],
-                gallery_paths=[str(gallery.image_path(i)) for i in range(len(gallery))], threshold=self.threshold)
+                answers.results, paths=[str(inputs.image_path(i)) for i in range(len(inputs))],
+                gallery_paths=[str(gallery.image_path(i)) for i in range(len(gallery))], threshold=answers.threshold)
         self._predict_outputs = []
 
     def _gathered_predictions(self) -> dict[str, Tensor]:

@@ -164,6 +164,14 @@ class RetrievalResults:
             exclusion=None if self.exclusion is None else self.exclusion.select(queries),
         )
 
+    def head(self, k: int) -> RetrievalResults:
+        """The first ``k`` candidates of every query, ``(Q, min(k, K))``; the statistics and score source of the
+        full ranking are kept (the ranking itself is unchanged)."""
+        if k < 1:
+            raise ValueError(f"k={k} must be at least 1")
+        return replace(self, candidate_indices=self.candidate_indices[:, :k],
+                       candidate_scores=self.candidate_scores[:, :k])
+
     def to_frame(self, *, query_ids: Sequence | None = None, gallery_ids: Sequence | None = None) -> pd.DataFrame:
         """One row per (query, rank): ``query``, ``rank`` (1-based), ``gallery``, ``score``, ``identity``, plus
         ``query_identity`` and ``hit`` with labels; ``query_ids``/``gallery_ids`` replace positions by names."""

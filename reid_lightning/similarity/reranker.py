@@ -163,16 +163,44 @@ class PairwiseReranker:
         return folder
 
     def load(self, folder: str | Path) -> PairwiseReranker:
-        """Read calibrators and weights saved by :meth:`save`; the scorers stay the ones given to ``__init__``."""
+        """Read calibrators and weights saved by :meth:`save`; the scorers stay the ones given to ``__init__``.
+
+        Raises ValueError when the saved calibrators are of another calibration, or of score types these scorers
+        (and ``include_global``) do not produce."""
         folder = Path(folder)
         index_path = folder / "index.json"
         if not index_path.is_file():
             raise FileNotFoundError(f"{index_path} does not exist: give the folder PairwiseReranker.save wrote")
         settings = json.loads(index_path.read_text())
+        problems = self._incompatibilities(settings)
+        if problems:
+            raise ValueError(f"the calibrators in {folder} do not fit this reranker: {'; '.join(problems)}")
         self.weights = dict(settings.get("weights", {}))
         self.calibrators = {name: Calibration.load(folder / filename)
                             for name, filename in settings["calibrators"].items()}
         return self
+
+    def _incompatibilities(self, settings: dict) -> list[str]:
+        """How saved ``index.json`` settings differ from this reranker's calibration and score types."""
+        problems = []
+        if settings.get("calibration") != self.calibration:
+            problems.append(f"calibration {settings.get('calibration')!r} saved, {self.calibration!r} here")
+        saved = set(settings.get("calibrators", {}))
+        if (GLOBAL_SCORE in saved) != self.include_global:
+            problems.append(f"include_global={GLOBAL_SCORE in saved} saved, {self.include_global} here")
+        names = [getattr(scorer, "name", None) for scorer in self.scorers]
+        if None in names:  # a scorer without a name: its score names cannot be checked before scoring
+            return problems
+
+        def produced_by(score: str, scorer: str) -> bool:  # a PairScorer's names: "<name>" or "<name>@<output>"
+            return score == scorer or score.startswith(f"{scorer}@")
+
+        local = sorted(saved - {GLOBAL_SCORE})
+        foreign = [score for score in local if not any(produced_by(score, name) for name in names)]
+        missing = [name for name in names if not any(produced_by(score, name) for score in local)]
+        if foreign or missing:
+            problems.append(f"saved score types {local}, scorers here {names}")
+        return problems
 
     # ------------------------------------------------------------------ reporting
     @staticmethod
