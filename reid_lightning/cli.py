@@ -5,7 +5,8 @@ that path on its last line; ``predict`` writes ``predictions.csv`` (which known 
 photo shows) there, or to ``--predict_output``. Files are written
 atomically and never replace another run's (``results-1.json`` ... when the name is taken, e.g. in a shared
 log dir). Checkpoints carry the random states (:class:`RandomState`) so that ``fit --ckpt_path`` resumes
-exactly, and every ``--ckpt_path`` is read with ``weights_only=True``.
+exactly, and every ``--ckpt_path`` is read with ``weights_only=True``. With a W&B logger, the whole resolved
+config (what ``config.yaml`` holds) is the W&B run's config.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 
 from .callbacks import LastCheckpoint, RandomState
 from .data import ReIDDataModule
@@ -39,11 +41,34 @@ TRAINER_DEFAULTS = {
 }
 
 
+def resolved_config(parser, config) -> dict[str, Any]:
+    """A parsed CLI config as the nested dict of plain JSON values that ``config.yaml`` holds (every argument,
+    defaults included, ``class_path``/``init_args`` as written)."""
+    # skip_none (deprecated in newer jsonargparse) is what Lightning writes config.yaml with: the same content
+    return json.loads(parser.dump(config, format="json", skip_none=False))
+
+
+class SaveConfigToWandb(SaveConfigCallback):
+    """Writes ``config.yaml`` to the log dir (Lightning's behaviour) and, on rank 0, sends the whole resolved CLI
+    config (model, data, trainer with its callbacks and logger, checkpoint, ...) to the run config of every
+    :class:`~lightning.pytorch.loggers.WandbLogger`, so a W&B run records how to reproduce it."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if not loggers:
+            return
+        config = resolved_config(self.parser, self.config)
+        for logger in loggers:
+            logger.experiment.config.update(config, allow_val_change=True)
+
+
 class ReIDCLI(LightningCLI):
-    """LightningCLI with a configurable checkpoint callback (``--checkpoint.*``) and ``results.json`` output."""
+    """LightningCLI with a configurable checkpoint callback (``--checkpoint.*``), ``results.json`` output and the
+    resolved config as the W&B run config."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
+        kwargs.setdefault("save_config_callback", SaveConfigToWandb)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(*args, **kwargs)
 

@@ -80,3 +80,35 @@ def test_symmetric_lightglue_scores_equal_both_directions(tmp_path):
     assert (difference <= torch.maximum(torch.tensor(2.0), 0.05 * matched)).all()
     same = dataset.metadata.identity.to_numpy()[every[:, 0]] == dataset.metadata.identity.to_numpy()[every[:, 1]]
     assert reused[torch.from_numpy(same)].min() > reused[torch.from_numpy(~same)].max()
+
+
+def test_matches_are_the_matchers_own_for_each_pair_at_image_size(tmp_path):
+    dataset = images(tmp_path / "images", [6, 7])
+    size = 64  # not the files' 96: keypoints and images must both be at the scorer's size
+    extractor = SiftExtractor(max_num_keypoints=64, progress=False)
+    matcher = MatchDescriptors(collector=CollectCounts([0.0]), progress=False)
+    scorer = PairScorer(matcher, extractor, image_size=size, cache_dir=tmp_path / "cache")
+    pairs = torch.tensor([[2, 3], [0, 1], [0, 2]])  # unsorted, repeated query: each row keeps its own pair
+    matched = scorer.matches(dataset, dataset, pairs)
+
+    # expectation straight from the matcher on features of the images resized independently of the scorer
+    resized = ImageDataset(dataset.metadata, root=tmp_path / "images", load_label=False,
+                           transform=T.Compose([T.Resize((size, size)), T.ToTensor()]))
+    features = SiftExtractor(max_num_keypoints=64, progress=False)(resized)
+    expected = matcher.match(matcher.prepare(features, features, pairs), pairs)
+    assert len(matched) == len(pairs)
+    for row, ((query, gallery), pair) in enumerate(zip(pairs.tolist(), matched, strict=True)):
+        keep = expected.mask[row]
+        assert len(pair.confidence) == int(keep.sum())
+        torch.testing.assert_close(pair.confidence, expected.confidence[row][keep])
+        torch.testing.assert_close(pair.keypoints0, expected.keypoints0[row][keep])
+        torch.testing.assert_close(pair.keypoints1, expected.keypoints1[row][keep])
+        torch.testing.assert_close(pair.query_image, resized[query])
+        torch.testing.assert_close(pair.gallery_image, resized[gallery])
+        assert pair.query_image.shape == (3, size, size)
+        assert ((pair.keypoints1 >= 0) & (pair.keypoints1 < size)).all()
+    # the shifted view of the same texture matches, another texture hardly does
+    assert len(matched[1].confidence) > 10 and len(matched[1].confidence) > 3 * len(matched[2].confidence)
+    # the counts agree with the scores of the same pairs
+    counts = scorer.score(dataset, dataset, pairs)["sift_MatchDescriptors"]
+    assert counts.tolist() == [float(len(pair.confidence)) for pair in matched]

@@ -14,6 +14,7 @@ from PIL import Image
 
 from reid_lightning.callbacks import LocalFeatureReranking, RetrievalReport
 from reid_lightning.data import ReIDDataModule
+from reid_lightning.features import SiftExtractor
 from reid_lightning.models import ReIDModule
 from reid_lightning.report import (
     PANELS,
@@ -31,6 +32,7 @@ from reid_lightning.report import (
 )
 from reid_lightning.report.gallery import CORRECT, QUERY, WRONG
 from reid_lightning.retrieval import Exclusion, RetrievalResults, search
+from reid_lightning.similarity import MatchDescriptors, PairScorer
 
 NAMES = {0: "a", 1: "b", 2: "c", 3: "d"}
 
@@ -169,8 +171,12 @@ def datamodule(tmp_path):
 def test_report_files_after_reranked_test(tmp_path):
     torch.manual_seed(0)
     top_k = 3
-    reranking = LocalFeatureReranking(scorers=[OracleScorer()], shortlist=4, save_dir=str(tmp_path / "cal"))
-    report = RetrievalReport(top_k=top_k, worst_queries=2, random_queries=1, write_files=True)
+    # a real local scorer (its matches are drawn) beside the oracle, which outweighs it in the fusion
+    sift = PairScorer(extractor=SiftExtractor(max_num_keypoints=64, progress=False),
+                      matcher=MatchDescriptors(progress=False), image_size=48, cache_dir=tmp_path / "cache")
+    reranking = LocalFeatureReranking(scorers=[OracleScorer(), sift], shortlist=4, weights={"oracle": 10.0},
+                                      save_dir=str(tmp_path / "cal"))
+    report = RetrievalReport(top_k=top_k, worst_queries=2, random_queries=1, match_pairs=2, write_files=True)
     model = ReIDModule(backbone="resnet10t", pretrained=False)
     trainer = L.Trainer(callbacks=[report, reranking], logger=False, enable_progress_bar=False,
                         default_root_dir=tmp_path, accelerator="cpu")
@@ -181,7 +187,8 @@ def test_report_files_after_reranked_test(tmp_path):
     html = html_path.read_text()
     pngs = sorted(path.name for path in html_path.parent.glob("*.png"))
     assert pngs == sorted(["retrieval_gallery.png", "score_histograms.png", "pr_curve.png", "cmc_curve.png",
-                           "reliability_global.png", "reliability_oracle.png"])
+                           "reliability_global.png", "reliability_oracle.png",
+                           "reliability_sift_MatchDescriptors.png", "matches_sift_MatchDescriptors.png"])
     for name in pngs:
         with Image.open(html_path.parent / name) as image:
             image.verify()
@@ -206,6 +213,9 @@ def test_report_files_after_reranked_test(tmp_path):
                 frames.append(colors == {CORRECT if ranking.hits[query, slot] else WRONG})
     assert all(frames)
     assert results.hits[queries, :top_k].tolist() != reranked.hits[queries, :top_k].tolist()  # orders differ
+    # the match picture: one row (query | reranked top-1) for each of the first match_pairs shown queries
+    with Image.open(html_path.parent / "matches_sift_MatchDescriptors.png") as picture:
+        assert picture.size == (700, round(100 * (2 * 3.2 + 0.4)))  # at 100 dpi: 7 inches wide, 3.2 per row + title
 
     frame = pd.read_csv(html_path.parent / "queries.csv")
     assert len(frame) == results.num_queries

@@ -131,3 +131,62 @@ def test_offline_wandb_run_holds_gallery_tables_and_curves(tmp_path, monkeypatch
     pr_chart = charts["report/test/pr_curve_data"]["panel_config"]
     assert pr_chart["fieldSettings"]["x"] == "recall" and pr_chart["fieldSettings"]["y"] == "precision"
     assert "report/test/cmc_curve_data" in charts
+
+
+def run_config(records) -> dict:
+    """The W&B run config: every config record's updates applied in order (nested ``_wandb`` keys aside)."""
+    config: dict = {}
+    for record in records:
+        if record.WhichOneof("record_type") != "config":
+            continue
+        for item in record.config.update:
+            keys = list(item.nested_key) or [item.key]
+            if keys[0] == "_wandb":
+                continue
+            target = config
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = json.loads(item.value_json)
+    return config
+
+
+@pytest.mark.slow
+def test_cli_run_config_is_the_resolved_cli_config(tmp_path, monkeypatch):
+    for name in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tmp_path / "wandb-home").mkdir()
+    monkeypatch.chdir(tmp_path)
+    from reid_lightning.cli import main
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    try:
+        main(["validate", "--config", str(configs / "demo.yaml"), "--config", str(configs / "logger" / "wandb.yaml"),
+              "--trainer.logger.init_args.offline", "true", "--trainer.logger.init_args.tags", "[cli-test]",
+              "--model.backbone", "resnet10t", "--model.lr", "0.0123", "--data.root", str(tmp_path / "data"),
+              "--data.synthetic_individuals", "5", "--data.synthetic_images_per_individual", "6",
+              "--data.synthetic_image_size", "32", "--data.image_size", "32", "--data.batch_size", "8",
+              "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])
+    finally:
+        wandb.finish()
+        wandb.teardown()
+
+    (run_file,) = (tmp_path / "logs" / "wandb").glob("offline-run-*/run-*.wandb")
+    config = run_config(complete_records(run_file))
+    # values given on the command line, from the two config files and from the CLI's own defaults, nested as in
+    # config.yaml (the module's saved hparams alone hold none of data/trainer/checkpoint)
+    assert config["model"]["backbone"] == "resnet10t" and config["model"]["lr"] == 0.0123
+    assert config["model"]["optimizer"] == "adamw"  # demo.yaml
+    assert config["data"]["root"] == str(tmp_path / "data") and config["data"]["synthetic_individuals"] == 5
+    assert config["data"]["image_size"] == 32 and config["data"]["val_ratio"] == 0.15
+    assert config["trainer"]["accelerator"] == "cpu" and config["trainer"]["enable_progress_bar"] is False
+    assert config["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.WandbLogger"
+    assert config["trainer"]["logger"]["init_args"]["tags"] == ["cli-test"]
+    assert [c["class_path"] for c in config["trainer"]["callbacks"]] == ["reid_lightning.callbacks.RetrievalReport"]
+    assert config["checkpoint"]["monitor"] == "val/mAP" and config["seed_everything"] == 0
+    # config.yaml beside the run still holds the same config
+    (saved,) = (tmp_path / "logs").rglob("config.yaml")
+    import yaml
+
+    assert yaml.safe_load(saved.read_text())["model"] == config["model"]

@@ -21,7 +21,8 @@ class RetrievalReport(Callback):
 
     Panels: the retrieval gallery (worst and random queries with their top-k, reranked order beside the
     global one), positive/negative score histograms, the pair-level PR curve, the CMC curve, reliability
-    diagrams of every calibrated reranking score, a per-query table and an embedding sample for the W&B
+    diagrams of every calibrated reranking score, keypoint-match pictures of a few shown queries and their
+    reranked top-1 candidate (per local scorer, at test), a per-query table and an embedding sample for the W&B
     projector. With a :class:`~lightning.pytorch.loggers.WandbLogger` they are logged to W&B under
     ``report/<stage>/...``; otherwise (or with ``write_files=True``) they are written to
     ``<log_dir>/report/<stage>-epoch<N>/`` as PNG/CSV files with a self-contained ``report.html``.
@@ -30,7 +31,7 @@ class RetrievalReport(Callback):
     def __init__(self, every_n_val_epochs: int = 10, on_test: bool = True, panels: list[str] | None = None,
                  worst_queries: int = 8, random_queries: int = 4, top_k: int = 5, thumbnail_size: int = 96,
                  histogram_queries: int = 500, table_rows: int = 200, embeddings: int = 500,
-                 write_files: bool | None = None, seed: int = 0) -> None:
+                 match_pairs: int = 4, write_files: bool | None = None, seed: int = 0) -> None:
         """
         Args:
             every_n_val_epochs: report every N-th validation epoch of a fit and its last one (0: never during
@@ -44,17 +45,22 @@ class RetrievalReport(Callback):
             histogram_queries: at most this many random queries enter the score histograms and PR curve.
             table_rows: at most this many queries in the per-query table.
             embeddings: at most this many embeddings in the projector table.
+            match_pairs: queries of the gallery (worst first) whose matches with their reranked top-1 candidate
+                are drawn, per local scorer (0: no match pictures).
             write_files: write PNG + report.html (None: only when no W&B logger is attached).
             seed: seed of every random choice (same queries shown every epoch).
         """
         if every_n_val_epochs < 0:
             raise ValueError(f"every_n_val_epochs must be >= 0, got {every_n_val_epochs}")
+        if match_pairs < 0:
+            raise ValueError(f"match_pairs must be >= 0, got {match_pairs}")
         self.every_n_val_epochs = every_n_val_epochs
         self.on_test = on_test
         self.panels = panels
         self.settings = ReportSettings(worst_queries=worst_queries, random_queries=random_queries, top_k=top_k,
                                        thumbnail_size=thumbnail_size, histogram_queries=histogram_queries,
-                                       table_rows=table_rows, embeddings=embeddings, seed=seed)
+                                       table_rows=table_rows, embeddings=embeddings, match_pairs=match_pairs,
+                                       seed=seed)
         self.write_files = write_files
         self.last_html: Path | None = None
         self.last_seconds: float | None = None
@@ -89,7 +95,8 @@ class RetrievalReport(Callback):
             results=pl_module.evaluation_results(), query_dataset=datasets[0], gallery_dataset=datasets[-1],
             reranked=reranked,
             pair_scores=reranking.last_scores if reranked is not None else None,
-            probabilities=reranking.last_probabilities if reranked is not None else None)
+            probabilities=reranking.last_probabilities if reranked is not None else None,
+            scorers=reranking.reranker.scorers if reranked is not None else ())
         report = build_report(inputs, self.settings, self.panels)
         wandb_loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         for logger in wandb_loggers:

@@ -6,7 +6,7 @@ the callback selects, so a new panel (e.g. open-set thresholds) is one decorated
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +35,7 @@ class ReportInputs:
         reranked: the reranked results, when a reranker ran.
         pair_scores: raw shortlist scores per score type, ``(Q, B)`` each (NaN: not scored).
         probabilities: their calibrated probabilities, same shapes.
+        scorers: the reranker's local scorers (those with matches to show are ``PairScorer`` s).
     """
 
     results: RetrievalResults
@@ -43,6 +44,7 @@ class ReportInputs:
     reranked: RetrievalResults | None = None
     pair_scores: Mapping[str, Tensor] | None = None
     probabilities: Mapping[str, Tensor] | None = None
+    scorers: Sequence[object] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class ReportSettings:
     bins: int = 50
     table_rows: int = 200
     embeddings: int = 500
+    match_pairs: int = 4
     seed: int = 0
 
 

@@ -9,7 +9,7 @@ from .calibration import (
     reliability_diagram,
 )
 from .cosine import CosineSimilarity
-from .pair_scorer import PairScorer
+from .pair_scorer import MatchedPair, PairScorer
 from .pairwise import (
     CollectCounts,
     CollectCountsRansac,
@@ -32,6 +32,7 @@ __all__ = [
     "MatchLOFTR",
     "MatchLightGlue",
     "MatchPairs",
+    "MatchedPair",
     "PairMatches",
     "PairScorer",
     "PairwiseReranker",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,7 +12,8 @@ from torchvision import transforms as T
 
 from ..features import LocalFeatureExtractor
 from ..features.cache import default_cache_dir, image_keys
-from .pairwise import MatchPairs
+from ..features.images import item_image
+from .pairwise import MatchPairs, PairMatches
 from .pairwise.score_cache import PairScoreCache
 
 
@@ -27,6 +29,38 @@ def symmetric_pairs(pairs: Tensor) -> tuple[Tensor, Tensor]:
     reversed_requested = torch.isin(pairs[:, 1] * size + pairs[:, 0], codes)
     canonical = torch.where((reversed_requested & (pairs[:, 0] > pairs[:, 1]))[:, None], pairs.flip(1), pairs)
     return torch.unique(canonical, dim=0, return_inverse=True)
+
+
+@dataclass(frozen=True)
+class MatchedPair:
+    """The matches of one (query, gallery) pair with the two images exactly as the matcher saw them.
+
+    Attributes:
+        query_image: ``(C, S, S)`` float in [0, 1], the query resized to the scorer's ``image_size`` (C = 1 when
+            the scorer converts to grayscale).
+        gallery_image: ``(C, S, S)`` the gallery image, likewise.
+        matches: one pair's unpadded :class:`PairMatches` (``P = 1``): keypoints in those resized images' pixel
+            coordinates.
+    """
+
+    query_image: Tensor
+    gallery_image: Tensor
+    matches: PairMatches
+
+    @property
+    def confidence(self) -> Tensor:
+        """``(M,)`` confidence of each match."""
+        return self.matches.confidence[0]
+
+    @property
+    def keypoints0(self) -> Tensor:
+        """``(M, 2)`` ``(x, y)`` of each match in the query image."""
+        return self.matches.keypoints0[0]
+
+    @property
+    def keypoints1(self) -> Tensor:
+        """``(M, 2)`` ``(x, y)`` of each match in the gallery image."""
+        return self.matches.keypoints1[0]
 
 
 class PairScorer:
@@ -148,6 +182,26 @@ class PairScorer:
         else:
             scores = self._cached(cache, query_dataset, gallery_dataset, query_ids, gallery_ids, to_match)
         return {name: value[inverse] for name, value in scores.items()}
+
+    def matches(self, query_dataset, gallery_dataset, pairs: Tensor) -> list[MatchedPair]:
+        """The matches behind the scores of a few ``(P, 2)`` (query index, gallery index) pairs, each with its two
+        images at this scorer's ``image_size`` (what the keypoints refer to); one :class:`MatchedPair` per row.
+
+        Features come through the same extraction (and feature cache) as :meth:`score`; pair scores and their
+        cache play no part, and every pair is matched in the order asked.
+        """
+        pairs = torch.as_tensor(pairs).long().cpu().reshape(-1, 2)
+        if not len(pairs):
+            return []
+        query_ids, query_pos = torch.unique(pairs[:, 0], return_inverse=True)
+        gallery_ids, gallery_pos = torch.unique(pairs[:, 1], return_inverse=True)
+        query_images = self._images(query_dataset, query_ids.numpy())
+        gallery_images = self._images(gallery_dataset, gallery_ids.numpy())
+        positions = torch.stack([query_pos, gallery_pos], dim=1)
+        matches = self.matcher.pair_matches(self._features(query_images, None),
+                                            self._features(gallery_images, None), positions)
+        return [MatchedPair(item_image(query_images[q], q), item_image(gallery_images[g], g), pair)
+                for (q, g), pair in zip(positions.tolist(), matches, strict=True)]
 
     def _cached(self, cache: PairScoreCache, query_dataset, gallery_dataset, query_ids: Tensor,
                 gallery_ids: Tensor, to_match: Tensor) -> dict[str, Tensor]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
@@ -101,18 +101,36 @@ class MatchPairs:
         """Matches of one batch of pairs ``(B, 2)``."""
         raise NotImplementedError
 
+    def _each_batch(self, query: Any, database: Any, pairs: torch.Tensor,
+                    consume: Callable[[PairMatches], None]) -> None:
+        """Match checked, non-empty ``pairs`` batch by batch, handing each batch's matches to ``consume``."""
+        prepared = self.prepare(query, database, pairs)
+        with torch.inference_mode():
+            chunks = pairs.split(self.batch_size)
+            for chunk in tqdm(chunks, desc=type(self).__name__, disable=not self.progress, leave=False):
+                consume(self.match(prepared, chunk))
+
     def _score(self, query: Any, database: Any, pairs: torch.Tensor) -> dict[Hashable, torch.Tensor]:
         """Scores of checked ``pairs``, one ``(P,)`` tensor per collector output."""
         if not len(pairs):
             return self.collector(PairMatches.empty())
-        prepared = self.prepare(query, database, pairs)
         scores: dict[Hashable, list[torch.Tensor]] = {}
-        with torch.inference_mode():
-            chunks = pairs.split(self.batch_size)
-            for chunk in tqdm(chunks, desc=type(self).__name__, disable=not self.progress, leave=False):
-                for name, value in self.collector(self.match(prepared, chunk)).items():
-                    scores.setdefault(name, []).append(value.float().cpu())
+
+        def collect(matches: PairMatches) -> None:
+            for name, value in self.collector(matches).items():
+                scores.setdefault(name, []).append(value.float().cpu())
+
+        self._each_batch(query, database, pairs, collect)
         return {name: torch.cat(values) for name, values in scores.items()}
+
+    def pair_matches(self, query: Any, database: Any, pairs: Any) -> list[PairMatches]:
+        """The matches themselves (before the collector) of the given pairs: one unpadded :class:`PairMatches`
+        per ``pairs`` row, on the CPU. Meant for a few pairs (pictures), as every match is kept."""
+        pairs = check_pairs(pairs, len(query), len(database))
+        matches: list[PairMatches] = []
+        if len(pairs):
+            self._each_batch(query, database, pairs, lambda batch: matches.extend(batch.per_pair()))
+        return matches
 
     def score_pairs(self, query: Any, database: Any, pairs: Any) -> Scores:
         """Scores of the given pairs only: ``(P,)`` per collector output (a dict when there are several)."""

@@ -26,6 +26,16 @@ class PairMatches:
     def __len__(self) -> int:
         return self.mask.shape[0]
 
+    def per_pair(self) -> list[PairMatches]:
+        """One unpadded :class:`PairMatches` per pair (``P = 1``, ``M`` = that pair's match count), on the CPU."""
+        rows = []
+        for confidence, keypoints0, keypoints1, mask in zip(self.confidence, self.keypoints0, self.keypoints1,
+                                                            self.mask, strict=True):
+            mask = mask.cpu()
+            rows.append(PairMatches(confidence.cpu()[mask][None], keypoints0.cpu()[mask][None],
+                                    keypoints1.cpu()[mask][None], mask[mask][None]))
+        return rows
+
     @classmethod
     def empty(cls) -> PairMatches:
         """Matches of zero pairs."""
