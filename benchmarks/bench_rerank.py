@@ -251,6 +251,10 @@ def modes(args, zebra: pd.DataFrame, zebra_root: Path, dogs: pd.DataFrame, dogs_
         labels = rows.identity.to_numpy()
         runs = [("full depth (today)", {"adaptive": False}, False), ("adaptive", {"adaptive": True}, False),
                 ("adaptive + symmetric", {"adaptive": True}, True)]
+        for setting in args.modes_confidences:
+            depth, width = map(float, setting.split(":"))
+            runs.append((f"adaptive ({depth:g} / {width:g}) + symmetric",
+                         {"adaptive": True, "depth_confidence": depth, "width_confidence": width}, True))
         if args.modes_bf16:
             runs.append(("adaptive + symmetric + bf16", {"adaptive": True, "bf16": True}, True))
         full_seconds = full_counts = None
@@ -400,6 +404,8 @@ def main() -> None:
     parser.add_argument("--modes-ids", type=int, default=6)
     parser.add_argument("--modes-per-id", type=int, default=4)
     parser.add_argument("--modes-bf16", action="store_true", help="also time bf16 autocast matching")
+    parser.add_argument("--modes-confidences", nargs="*", default=[], metavar="DEPTH:WIDTH",
+                        help="also time adaptive + symmetric with these depth/width confidences (paper: 0.95:0.99)")
     parser.add_argument("--cache-pool", type=int, default=30)
     parser.add_argument("--cache-queries", type=int, default=10)
     parser.add_argument("--extract-images", type=int, default=8)

@@ -24,9 +24,9 @@ from reid_lightning.data import ReIDDataModule
 from reid_lightning.models import ReIDModule
 
 
-def make(root: str, image_size: int, batch_size: int) -> tuple[ReIDModule, ReIDDataModule]:
+def make(root: str, image_size: int, batch_size: int, num_workers: int = 0) -> tuple[ReIDModule, ReIDDataModule]:
     data = ReIDDataModule(root=root, synthetic=True, image_size=image_size, batch_size=batch_size,
-                          val_ratio=0.0, test_ratio=0.3)
+                          val_ratio=0.0, test_ratio=0.3, num_workers=num_workers)
     data.prepare_data()
     data.setup("fit")
     torch.manual_seed(0)
@@ -69,9 +69,9 @@ def plain_epoch(root: str, image_size: int, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
-def embedding(root: str, image_size: int, batch_size: int) -> tuple[float, float]:
+def embedding(root: str, image_size: int, batch_size: int, num_workers: int) -> tuple[float, float]:
     """(module + eval loader, bare forward on pre-decoded tensors) images per second."""
-    model, data = make(root, image_size, batch_size)
+    model, data = make(root, image_size, batch_size, num_workers)
     data.set_data_config(**model.data_config)
     loader = data.gallery_dataloader()
     decoded = [batch["image"] for batch in loader]
@@ -93,13 +93,20 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num-workers", type=int, nargs="+", default=[0, 1],
+                        help="eval loader worker processes to measure (b) with")
+    parser.add_argument("--only", nargs="+", default=["embedding", "epoch"], choices=["embedding", "epoch"])
     args = parser.parse_args()
     root = tempfile.mkdtemp()
     options = (root, args.image_size, args.batch_size)
-    embed_runs = [embedding(*options) for _ in range(args.repeats)]
-    framework, bare = max(r[0] for r in embed_runs), max(r[1] for r in embed_runs)
-    print(f"(b) embedding, {torch.get_num_threads()} threads: module + eval loader {framework:.1f} img/s, bare "
-          f"forward on decoded tensors {bare:.1f} img/s -> {framework / bare:.2f}x")
+    for workers in args.num_workers if "embedding" in args.only else []:
+        embed_runs = [embedding(*options, workers) for _ in range(args.repeats)]
+        framework, bare = max(r[0] for r in embed_runs), max(r[1] for r in embed_runs)
+        print(f"(b) embedding, {torch.get_num_threads()} threads, {workers} loader workers: module + eval loader "
+              f"{framework:.1f} img/s, bare forward on decoded tensors {bare:.1f} img/s -> {framework / bare:.2f}x",
+              flush=True)
+    if "epoch" not in args.only:
+        return
     fit_runs, plain_runs = [], []
     for _ in range(args.repeats):
         fit_runs.append(lightning_epoch(*options))

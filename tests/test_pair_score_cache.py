@@ -160,7 +160,7 @@ def test_matcher_config_key_names_what_changes_scores_only():
 
     base = key()
     # every setting that changes a pair's matches changes the key; the batch size and progress bar do not
-    for changed in ({"adaptive": False}, {"depth_confidence": 0.9}, {"width_confidence": 0.95}, {"bf16": True},
+    for changed in ({"adaptive": False}, {"depth_confidence": 0.95}, {"width_confidence": 0.99}, {"bf16": True},
                     {"init_threshold": 0.2}, {"collector": CollectCounts([0.4])}):
         assert key(**changed) != base, changed
     assert key(batch_size=3) == base

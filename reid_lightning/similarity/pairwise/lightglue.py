@@ -157,9 +157,10 @@ class MatchLightGlue(MatchPairs):
         progress: show a tqdm progress bar.
         adaptive: adaptive depth and width; None: on CPU (where it is several times faster, see the README's
             rerank benchmark), full depth on CUDA (where large padded batches are faster).
-        depth_confidence: adaptive mode stops a pair once this fraction of its points is confident (paper: 0.95).
+        depth_confidence: adaptive mode stops a pair once this fraction of its points is confident (paper: 0.95;
+            0.9 measured as fast and as accurate on re-ID pairs, see the README's rerank benchmark).
         width_confidence: adaptive mode prunes points whose matchability is below ``1 - width_confidence``
-            (paper: 0.99).
+            (paper: 0.99; default 0.95, measured with ``depth_confidence``).
         bf16: run the network under bfloat16 autocast (faster on CPUs with bf16 support; changes a few
             borderline matches, see the README).
     """
@@ -175,8 +176,8 @@ class MatchLightGlue(MatchPairs):
         init_threshold: float = 0.1,
         progress: bool = True,
         adaptive: bool | None = None,
-        depth_confidence: float = 0.95,
-        width_confidence: float = 0.99,
+        depth_confidence: float = 0.9,
+        width_confidence: float = 0.95,
         bf16: bool = False,
     ) -> None:
         if batch_size is None:
