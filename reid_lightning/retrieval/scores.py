@@ -36,6 +36,9 @@ class ScoreSource(Protocol):
 
 
 class _ExactTopK:
+    _tiles_into_buffer = False
+    """Whether :meth:`_tile` writes into the buffer it is given (then one is kept across tiles)."""
+
     def candidates(self, rows: slice, k: int, *, block: Tensor | None = None,
                    exclusion: Exclusion | None = None) -> tuple[Tensor, Tensor]:
         """``(scores (q, k), indices (q, k))`` of the best columns, best first: from ``block`` when given, else
@@ -50,8 +53,8 @@ class _ExactTopK:
         for first in range(0, self.num_gallery, width):
             columns = slice(first, min(first + width, self.num_gallery))
             tile = self._tile(rows, columns, buffer)
-            if buffer is None:
-                buffer = tile.new_empty(tile.numel()) if tile.is_floating_point() else None
+            if buffer is None and self._tiles_into_buffer:
+                buffer = tile.new_empty(tile.numel())
             excluded = exclusion.mask(rows, columns, device=tile.device) if exclusion is not None else None
             if excluded is not None:
                 tile = tile.masked_fill(excluded, float("-inf"))
@@ -61,7 +64,6 @@ class _ExactTopK:
         # tiles are concatenated in gallery order, so equal scores still rank by gallery index
         merged_values, position = stable_topk(torch.cat(values, dim=1), k)
         return merged_values, torch.cat(indices, dim=1).gather(1, position)
-
 
     def _tile(self, rows: slice, columns: slice, buffer: Tensor | None) -> Tensor:
         """``block(rows, columns)``; sources that can write into ``buffer`` (flat, large enough) do so."""
@@ -73,6 +75,8 @@ class EmbeddingScores(_ExactTopK):
 
     Cosine scores divide by the norms instead of normalising copies, so the gallery is never duplicated.
     """
+
+    _tiles_into_buffer = True
 
     def __init__(self, query: Tensor, gallery: Tensor, metric: Metric = "cosine") -> None:
         if metric not in METRICS:
