@@ -15,7 +15,7 @@ from ..eval.query_stats import QueryStats, candidate_stats
 from ..metrics.retrieval import summarize
 from .exclusion import Exclusion
 from .scores import DenseScores, ScoreSource, ShortlistFirst
-from .streaming import as_exclusion, encode, stream
+from .streaming import as_exclusion, encode, same_identity, stream
 
 NO_LABEL = torch.iinfo(torch.int64).min
 """Label of an empty candidate slot: equal to no query label (unknown animals have negative labels)."""
@@ -232,7 +232,7 @@ class RetrievalResults:
             valid = candidate_indices >= 0
             ranks = torch.arange(self.num_candidates, 0, -1, device=device, dtype=torch.float32)
             order_scores = torch.where(valid, ranks.expand_as(candidate_scores), float("-inf"))
-            hits = (self.gallery_labels[candidate_indices.clamp(min=0)] == self.query_labels[:, None]) & valid
+            hits = same_identity(candidate_indices, gallery_codes=self.gallery_labels, query_codes=self.query_labels)
             stats = candidate_stats(order_scores, hits, positives)
         if self.source is not None:
             source = ShortlistFirst(self.source, new_head)

@@ -102,8 +102,7 @@ def stream(
             scores_parts.append(values)
             index_parts.append(indices)
             if stats_from_candidates:
-                hits = (gallery_codes.to(indices.device)[indices.clamp(min=0)]
-                        == query_codes[rows].to(indices.device)[:, None]) & (indices >= 0)
+                hits = same_identity(indices, gallery_codes=gallery_codes, query_codes=query_codes[rows])
                 stats_parts.append(candidate_stats(values, hits, num_positives[rows]))
         release_freed_memory()
     stats = QueryStats.cat(stats_parts) if stats_parts else None
@@ -113,6 +112,13 @@ def stream(
         empty = torch.empty(0, k)
         return empty, empty.long(), stats
     return torch.cat(scores_parts), torch.cat(index_parts), stats
+
+
+def same_identity(indices: Tensor, *, gallery_codes: Tensor, query_codes: Tensor) -> Tensor:
+    """``(q, K)`` bool: candidate ``indices (q, K)`` (-1: empty) share the query's identity code, the rule the
+    full-ranking statistics count positives by."""
+    gallery_codes, query_codes = gallery_codes.to(indices.device), query_codes.to(indices.device)
+    return (gallery_codes[indices.clamp(min=0)] == query_codes[:, None]) & (indices >= 0)
 
 
 def positives_per_query(*, gallery_codes: Tensor, query_codes: Tensor, exclusion: Exclusion | None) -> Tensor:
