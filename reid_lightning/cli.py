@@ -1,27 +1,31 @@
 """LightningCLI wiring: ``python train.py fit|validate|test|predict --config configs/...``.
 
 Every ``validate``/``test`` run writes its final metrics to ``results.json`` in the run's log dir and prints
-that path on its last line; ``predict`` writes ``predictions.csv`` (which known individual, or a new one, every new
-photo shows) there, or to ``--predict_output``. Files are written
-atomically and never replace another run's (``results-1.json`` ... when the name is taken, e.g. in a shared
-log dir). Checkpoints carry the random states (:class:`RandomState`) so that ``fit --ckpt_path`` resumes
-exactly, and every ``--ckpt_path`` is read with ``weights_only=True``. With a W&B logger, the whole resolved
-config (what ``config.yaml`` holds) is the W&B run's config.
+that path on its last line; ``predict`` writes ``predictions.csv`` through the :class:`PredictionWriter`
+(``--predict_output``). Files are written atomically and never replace another run's (``results-1.json`` ...).
+Each ``fit`` keeps its checkpoints in ``checkpoints/<run>/`` and points ``checkpoints/last.ckpt`` at the newest.
+``--optimizer`` / ``--lr_scheduler`` take any torch optimizer / scheduler (class path + init args). With
+``--ckpt_path`` the architecture comes from the checkpoint (a conflicting ``--model.*`` is an error) and every
+``--ckpt_path`` is read with ``weights_only=True``. With a W&B logger, the whole resolved config is the W&B run's.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningCLI, LRSchedulerTypeTuple, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from torch.optim import Optimizer
 
-from .callbacks import LastCheckpoint, RandomState
+from .callbacks import LastCheckpoint, PredictionWriter, RandomState, ZeroShotBaseline
+from .cli_errors import friendly_errors
 from .data import ReIDDataModule
 from .models import ReIDModule
 from .rundir import run_log_dir, write_new_file
@@ -33,12 +37,12 @@ CHECKPOINT_DEFAULTS = {
     "checkpoint.save_last": True,
     "checkpoint.auto_insert_metric_name": False,
     "checkpoint.filename": "epoch{epoch:03d}-mAP{val/mAP:.4f}",
-    # `last.ckpt` is always the newest run's, so `--ckpt_path checkpoints/last.ckpt` follows `fit`
-    "checkpoint.enable_version_counter": False,
 }
 TRAINER_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "logs"}},
 }
+ARCHITECTURE = ("backbone", "backbone_init_args", "projection_dim", "loss", "sub_centers", "num_classes")
+"""``--model.*`` arguments that must match a ``--ckpt_path`` checkpoint (its weights only fit that network)."""
 
 
 def resolved_config(parser, config) -> dict[str, Any]:
@@ -49,9 +53,20 @@ def resolved_config(parser, config) -> dict[str, Any]:
 
 
 class SaveConfigToWandb(SaveConfigCallback):
-    """Writes ``config.yaml`` to the log dir (Lightning's behaviour) and, on rank 0, sends the whole resolved CLI
-    config (model, data, trainer with its callbacks and logger, checkpoint, ...) to the run config of every
+    """Writes ``config.yaml`` to the run's own log dir (also with W&B, whose ``trainer.log_dir`` is the shared
+    ``logs/``) and, on rank 0, sends the whole resolved CLI config to the run config of every
     :class:`~lightning.pytorch.loggers.WandbLogger`, so a W&B run records how to reproduce it."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.already_saved:
+            return
+        log_dir = run_log_dir(trainer)  # a broadcast under DDP: every rank calls it
+        if trainer.is_global_zero:
+            self.parser.save(self.config, str(log_dir / self.config_filename), skip_none=False,
+                             overwrite=self.overwrite, multifile=self.multifile)
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
@@ -63,8 +78,10 @@ class SaveConfigToWandb(SaveConfigCallback):
 
 
 class ReIDCLI(LightningCLI):
-    """LightningCLI with a configurable checkpoint callback (``--checkpoint.*``), ``results.json`` output and the
-    resolved config as the W&B run config."""
+    """LightningCLI with a configurable checkpoint callback (``--checkpoint.*``), the prediction writer
+    (``--predict_writer.*``, ``--predict_output``), the zero-shot baseline (``--zero_shot.*``), optimizer and
+    scheduler class paths linked to the model, ``results.json`` output and the resolved config as the W&B run
+    config."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
@@ -75,9 +92,39 @@ class ReIDCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
         parser.add_lightning_class_args(RandomState, "random_state")
+        parser.add_lightning_class_args(ZeroShotBaseline, "zero_shot")
+        parser.add_lightning_class_args(PredictionWriter, "predict_writer")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         parser.add_argument("--predict_output", type=str | None, default=None,
                             help="predict: where predictions.csv goes (default: the run's log dir)")
+        parser.link_arguments("predict_output", "predict_writer.output")
+        parser.add_optimizer_args((Optimizer,), link_to="model.optimizer")
+        parser.add_lr_scheduler_args(LRSchedulerTypeTuple, link_to="model.lr_scheduler")
+
+    def _parse_ckpt_path(self) -> None:
+        """Take the architecture from a ``--ckpt_path`` checkpoint, refusing a conflicting ``--model.*``.
+
+        Replaces LightningCLI's rule (every saved hyperparameter overrides the command line, silently): evaluation
+        settings (``candidates``, ``search_backend``, ``open_set_threshold``, ...) stay the user's, and no pretrained
+        weights are loaded (the checkpoint's replace them)."""
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        saved = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        model = config["model"]
+        defaults = {name: parameter.default for name, parameter in inspect.signature(self.model_class).parameters.items()}
+        for name in ARCHITECTURE:
+            if name not in saved:
+                continue
+            given = model.get(name)
+            if given != defaults.get(name) and given != saved[name]:
+                raise ValueError(f"--model.{name} {given!r} conflicts with the checkpoint {ckpt_path}, whose model has "
+                                 f"{name} {saved[name]!r}: its weights only fit that network. Leave --model.{name} out "
+                                 "(the checkpoint's is used) or give another --ckpt_path")
+            model[name] = saved[name]
+        model["pretrained"], model["init_ckpt"] = False, None
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -91,13 +138,15 @@ class ReIDCLI(LightningCLI):
             if checkpoint.get("filename") == CHECKPOINT_DEFAULTS["checkpoint.filename"]:
                 checkpoint["filename"] = f"epoch{{epoch:03d}}-mAP@{depth}={{val/mAP@{depth}:.4f}}"
 
-    def _load_weights_only(self) -> None:
-        # a --ckpt_path is a file the user passes: never unpickle code from it (torch < 2.6 defaults to False)
+    def _before_run(self) -> None:
         config = self.config_init[self.subcommand]
+        # a --ckpt_path is a file the user passes: never unpickle code from it (torch < 2.6 defaults to False)
         if config.get("weights_only") is None:
             config["weights_only"] = True
+        if "verbose" in config:  # our own table (write_results) replaces Lightning's one column per loader
+            config["verbose"] = False
 
-    before_fit = before_validate = before_test = before_predict = _load_weights_only
+    before_fit = before_validate = before_test = before_predict = _before_run
 
     def after_validate(self) -> None:
         self.last_results_path = write_results(self.trainer, "validate", self._ckpt_path())
@@ -106,7 +155,8 @@ class ReIDCLI(LightningCLI):
         self.last_results_path = write_results(self.trainer, "test", self._ckpt_path())
 
     def after_predict(self) -> None:
-        self.last_results_path = write_predictions(self.trainer, self.config[self.subcommand].get("predict_output"))
+        writer = next(c for c in self.trainer.callbacks if isinstance(c, PredictionWriter))
+        self.last_results_path = writer.path
 
     def _ckpt_path(self) -> str | None:
         return self.config.get(self.subcommand, {}).get("ckpt_path")
@@ -136,29 +186,10 @@ def write_results(trainer, stage: str, ckpt_path: str | None) -> Path:
     return path
 
 
-def write_predictions(trainer, output: str | None) -> Path:
-    """Write the module's ``predictions.csv`` (and ``unreadable_images.csv`` when some inputs could not be read),
-    print a summary and, last, the path of ``predictions.csv``."""
-    path = Path(output).expanduser() if output else run_log_dir(trainer) / "predictions.csv"
-    if not trainer.is_global_zero:
-        return path
-    frame = trainer.lightning_module.predictions
-    path.parent.mkdir(parents=True, exist_ok=True)
-    unreadable = getattr(trainer.datamodule, "unreadable_predict_images", None)
-    if unreadable is not None and len(unreadable):
-        listed = write_new_file(path.with_name("unreadable_images.csv"), unreadable.to_csv(index=False).encode())
-        print(f"{len(unreadable)} images could not be read and have no prediction; listed in {listed}")
-    path = write_new_file(path, frame.to_csv(index=False).encode())
-    answers = trainer.lightning_module.answers
-    print(f"{len(frame)} photos: {int((~frame['is_new']).sum())} known individuals, {int(frame['is_new'].sum())} "
-          f"new (threshold {answers.threshold:.4f} on the {answers.score})")
-    print(f"predictions written to {path}")
-    return path
-
-
 def main(args: list[str] | None = None) -> ReIDCLI:
     """Entry point of ``train.py``."""
     # every rank computes the evaluation from all gathered embeddings and logs identical values on purpose
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
     torch.set_float32_matmul_precision("high")
-    return ReIDCLI(ReIDModule, ReIDDataModule, args=args)
+    with friendly_errors(args if args is not None else sys.argv[1:]):
+        return ReIDCLI(ReIDModule, ReIDDataModule, args=args)

@@ -8,11 +8,23 @@ from pathlib import Path
 
 
 def run_log_dir(trainer) -> Path:
-    """The run's log folder (the logger's, e.g. ``logs/lightning_logs/version_3``), created if needed.
+    """The run's own log folder, created if needed: the first logger's ``log_dir`` (CSV, TensorBoard: e.g.
+    ``logs/lightning_logs/version_3``), else ``<save_dir>/<name>/<version>`` (W&B: ``logs/<project>/<run id>``),
+    else the trainer's ``default_root_dir``.
 
-    Under DDP ``trainer.log_dir`` is a broadcast: call this on every process, never behind a rank check.
+    A broadcast under DDP (rank 0's folder): call this on every process, never behind a rank check.
     """
-    log_dir = Path(trainer.log_dir or trainer.default_root_dir).resolve()
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if logger is None:
+        folder = trainer.default_root_dir
+    elif getattr(logger, "log_dir", None):
+        folder = logger.log_dir
+    else:
+        if logger.version is None and trainer.is_global_zero:
+            logger.experiment  # noqa: B018  (starts the run, e.g. W&B's, which names the version)
+        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+        folder = os.path.join(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
+    log_dir = Path(trainer.strategy.broadcast(str(folder))).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     return log_dir
 

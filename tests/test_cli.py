@@ -31,7 +31,7 @@ def run_cli(workdir: Path, *args: str, cwd: Path | None = None) -> str:
     command = [
         sys.executable, str(REPO / "train.py"), *args, "--config", str(REPO / "configs" / "demo.yaml"),
         "--model.backbone", f"local-dir:{workdir / 'tiny_model'}", "--model.pretrained", "true",
-        "--data.root", str(workdir / "data"), "--data.synthetic", "true", "--data.synthetic_individuals", "6",
+        "--data.synthetic_dir", str(workdir / "data"), "--data.synthetic", "true", "--data.synthetic_individuals", "6",
         "--data.synthetic_images_per_individual", "8", "--data.synthetic_image_size", "32",
         "--data.image_size", "32", "--data.batch_size", "8", "--trainer.max_epochs", "2",
         "--trainer.enable_progress_bar", "false",
@@ -49,9 +49,11 @@ def results_of(stdout: str) -> dict:
 def test_fit_validate_test_predict(workdir):
     run_cli(workdir, "fit")
     checkpoint = workdir / "checkpoints" / "last.ckpt"
-    assert checkpoint.is_file()
+    # each fit keeps its checkpoints in its own folder; checkpoints/last.ckpt points to the newest run's last
+    assert checkpoint.is_symlink() and checkpoint.resolve() == workdir / "checkpoints" / "version_0" / "last.ckpt"
     # the best checkpoint by val/mAP is named without Lightning's "val/" prefix (auto_insert_metric_name=False)
-    assert any(re.fullmatch(r"epoch00[01]-mAP0\.\d{4}\.ckpt", p.name) for p in (workdir / "checkpoints").iterdir())
+    assert any(re.fullmatch(r"epoch00[01]-mAP0\.\d{4}\.ckpt", p.name)
+               for p in (workdir / "checkpoints" / "version_0").iterdir())
 
     # validating the last checkpoint reproduces the last epoch's validation metrics logged during fit
     validated = results_of(run_cli(workdir, "validate", "--ckpt_path", str(checkpoint)))
@@ -65,7 +67,7 @@ def test_fit_validate_test_predict(workdir):
     assert tested["ckpt_path"] == str(checkpoint)
     # the same numbers recomputed in plain Python from the checkpoint: embed -> search -> metrics
     model = ReIDModule.load_from_checkpoint(checkpoint, map_location="cpu")
-    data = ReIDDataModule(root=str(workdir / "data"), synthetic=True, synthetic_individuals=6,
+    data = ReIDDataModule(synthetic_dir=str(workdir / "data"), synthetic=True, synthetic_individuals=6,
                           synthetic_images_per_individual=8, synthetic_image_size=32, image_size=32,
                           test_ratio=0.3, val_ratio=0.15, batch_size=8)
     data.setup("test")
@@ -81,14 +83,27 @@ def test_fit_validate_test_predict(workdir):
     predicted = pd.read_csv(out.strip().splitlines()[-1].removeprefix("predictions written to "))
     # without predict_dir: every test image once, in order, answered from the training gallery with the
     # checkpoint's validation-chosen threshold
-    assert predicted["path"].tolist() == [str(test_images.image_path(i)) for i in range(len(test_images))]
+    assert predicted["image_id"].tolist() == test_images.metadata["image_id"].tolist()
+    assert predicted["path"].tolist() == test_images.metadata["path"].tolist()
     results = search(test_embeddings, embed(gallery_images), k=1, gallery_labels=gallery_images.labels_string)
     assert model.threshold is not None
     top1 = results.candidate_scores[:, 0].numpy()
     expected_identity = [name if score >= model.threshold else "new_individual"
                          for name, score in zip(results.candidate_identities[:, 0], top1, strict=True)]
     assert predicted["identity"].tolist() == expected_identity
-    assert predicted["confidence"].to_numpy() == pytest.approx(top1, abs=1e-5)
+    assert predicted["score"].to_numpy() == pytest.approx(top1, abs=1e-5)
+    assert predicted["confidence"].between(0, 1).all()
+
+
+def test_a_second_fit_never_replaces_the_first_runs_checkpoints(workdir, tmp_path):
+    run_cli(workdir, "fit", cwd=tmp_path)
+    first = {path: path.read_bytes() for path in (tmp_path / "checkpoints" / "version_0").iterdir()}
+    assert len(first) >= 2  # last.ckpt and the best
+    run_cli(workdir, "fit", "--model.projection_dim", "16", cwd=tmp_path)  # another recipe
+    assert {path: path.read_bytes() for path in (tmp_path / "checkpoints" / "version_0").iterdir()} == first
+    assert (tmp_path / "checkpoints" / "last.ckpt").resolve() == tmp_path / "checkpoints" / "version_1" / "last.ckpt"
+    assert (tmp_path / "checkpoints" / "version_1" / "last.ckpt").read_bytes() != first[
+        tmp_path / "checkpoints" / "version_0" / "last.ckpt"]
 
 
 def test_print_config_shows_checkpoint_defaults(workdir):
@@ -105,5 +120,5 @@ def test_metrics_from_candidates_are_named_by_depth_and_monitored(workdir, tmp_p
     assert "val/mAP@5" in logged.columns and "val/maxF1@5" in logged.columns
     assert "val/mAP" not in logged.columns  # an approximation never logged under the exact metric's name
     # the default checkpoint monitor followed the name (Lightning would fail on a missing monitored key)
-    names = [p.name for p in (tmp_path / "checkpoints").iterdir()]
+    names = [p.name for p in (tmp_path / "checkpoints").rglob("*.ckpt")]
     assert any(re.fullmatch(r"epoch00[01]-mAP@5=[01]\.\d{4}\.ckpt", name) for name in names), names

@@ -23,12 +23,22 @@ def synthetic_root(tmp_path_factory) -> Path:
     return root
 
 
-def make_module(root: Path, **kwargs) -> ReIDDataModule:
-    defaults = {"root": str(root), "synthetic": True, "image_size": 24, "batch_size": 4, "val_ratio": 0.2}
+def make_module(synthetic_dir: Path, **kwargs) -> ReIDDataModule:
+    defaults = {"synthetic_dir": str(synthetic_dir), "synthetic": True, "image_size": 24, "batch_size": 4, "val_ratio": 0.2}
     module = ReIDDataModule(**{**defaults, **SYNTHETIC, **kwargs})
     module.prepare_data()
     module.setup("fit")
     return module
+
+
+def attach(module: ReIDDataModule, input_size: tuple[int, int], mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)):
+    """Attach a model whose backbone expects ``input_size`` with ``mean``/``std`` (the data module asks it)."""
+    model = ReIDModule(backbone="resnet10t", pretrained=False, backbone_init_args={"pretrained_cfg_overlay": {
+        "input_size": (3, *input_size), "mean": mean, "std": std}})
+    trainer = L.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    module.trainer = trainer
+    return model
 
 
 def collect(loader) -> dict[str, torch.Tensor]:
@@ -38,7 +48,7 @@ def collect(loader) -> dict[str, torch.Tensor]:
 
 def test_train_batches_carry_contiguous_class_index(synthetic_root):
     module = make_module(synthetic_root, image_size=None)
-    module.set_data_config(size=(20, 28), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    attach(module, (20, 28))
     loader = module.train_dataloader()
     batch = next(iter(loader))
     assert set(batch) == {"image", "label"}
@@ -54,7 +64,7 @@ def test_train_batches_carry_contiguous_class_index(synthetic_root):
 
 def test_image_size_argument_overrides_backbone_config(synthetic_root):
     module = make_module(synthetic_root, image_size=16)
-    module.set_data_config(size=(20, 28), mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1))
+    attach(module, (20, 28), mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1))
     assert module.data_config == {"size": 16, "mean": (0.1, 0.2, 0.3), "std": (0.3, 0.2, 0.1)}
     assert next(iter(module.train_dataloader()))["image"].shape[-2:] == (16, 16)
 
@@ -92,7 +102,8 @@ def test_unknown_animals_never_train_and_never_match(synthetic_root):
     metadata = pd.read_csv(synthetic_root / "metadata.csv")
     metadata.loc[metadata["identity"] == "ind_005", "identity"] = "unknown"
     original = metadata.copy()
-    module = make_module(synthetic_root, synthetic=False, metadata=metadata, test_ratio=0.3, val_ratio=0.0)
+    module = make_module(synthetic_root, synthetic=False, root=str(synthetic_root), metadata=metadata,
+                         test_ratio=0.3, val_ratio=0.0)
     pd.testing.assert_frame_equal(metadata, original)
     assert module.num_classes == 5 and "unknown" not in module.class_names
     train_labels = collect(module.train_dataloader())["label"].tolist()
@@ -130,7 +141,7 @@ def test_m_per_class_batches(synthetic_root):
 def test_metadata_csv_without_root_reads_paths_next_to_it(synthetic_root):
     module = ReIDDataModule(metadata=str(synthetic_root / "metadata.csv"), image_size=16)
     module.setup()
-    assert module.root == str(synthetic_root.resolve())
+    assert module.root is None and module.split_data.images.root == synthetic_root.resolve()  # settings kept
     assert len(module.dataset("train")) + len(module.dataset("val")) + len(module.dataset("test")) == 30
 
 
@@ -153,14 +164,17 @@ def test_clear_errors(synthetic_root, tmp_path):
         ReIDDataModule(batch_size=8, m_per_class=3)
     with pytest.raises(RuntimeError, match="call setup"):
         _ = ReIDDataModule(root=str(synthetic_root)).num_classes
-    with pytest.raises(FileNotFoundError, match="synthetic=True"):
+    with pytest.raises(FileNotFoundError, match="metadata.csv' does not exist"):
         ReIDDataModule(root=str(tmp_path)).setup()
+    with pytest.raises(ValueError, match=r"--data.synthetic true generates the demo set, but --data.root .* add "
+                                         r"--data.synthetic false"):
+        ReIDDataModule(root=str(tmp_path), synthetic=True)
 
 
 def test_lightning_trainer_runs_the_loaders(synthetic_root, tmp_path):
-    data = ReIDDataModule(root=str(synthetic_root), synthetic=True, batch_size=4, val_ratio=0.2, **SYNTHETIC)
+    data = ReIDDataModule(synthetic_dir=str(synthetic_root), batch_size=4, val_ratio=0.2, **SYNTHETIC)
     # the backbone's own input size (32 px, not the module's 224 px default) must reach the loaders
-    model = ReIDModule(backbone="resnet10t", pretrained=False, loss="softmax", scheduler="none",
+    model = ReIDModule(backbone="resnet10t", pretrained=False, loss="softmax",
                        backbone_init_args={"pretrained_cfg_overlay": {"input_size": (3, 32, 32)}})
     trainer = L.Trainer(max_epochs=1, logger=False, default_root_dir=tmp_path, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -168,7 +182,9 @@ def test_lightning_trainer_runs_the_loaders(synthetic_root, tmp_path):
     trainer.fit(model, datamodule=data)
     assert data.data_config["size"] == (32, 32)
     assert next(iter(data.train_dataloader()))["image"].shape == (4, 3, 32, 32)
-    assert model.hparams.num_classes == data.num_classes == 6
+    assert model.num_classes == data.num_classes == 6 and model.hparams.num_classes is None  # hparams untouched
+    assert model.trained_input_config == {"size": (32, 32), "mean": data.data_config["mean"],
+                                          "std": data.data_config["std"]}
     assert trainer.callback_metrics["val/num_queries"] == len(data.dataset("val"))
 
 

@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import timm
 import torch
 import torchvision.transforms as T
 from PIL import Image
 from sklearn.neighbors import KNeighborsClassifier
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from reid_lightning.data import ImageDataset, build_transforms, data_config_from_backbone
+from reid_lightning.data import ImageDataset, build_transforms
 from reid_lightning.inference.knn import KnnClassifier
 from reid_lightning.similarity.cosine import CosineSimilarity
 
@@ -161,16 +160,3 @@ def test_transform_argument_errors(kwargs, message):
     arguments = {"image_size": 8, "mean": (0.5,) * 3, "std": (0.5,) * 3, "train": True, **kwargs}
     with pytest.raises(ValueError, match=message):
         build_transforms(**arguments)
-
-
-def test_data_config_from_backbone():
-    model = timm.create_model(
-        "resnet18", pretrained=False, num_classes=0,
-        pretrained_cfg_overlay={"input_size": (3, 96, 80), "mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)},
-    )
-    expected = {"size": (96, 80), "mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
-    assert data_config_from_backbone(model) == expected
-    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
-    assert data_config_from_backbone(plain) == {
-        "size": (224, 224), "mean": tuple(IMAGENET_DEFAULT_MEAN), "std": tuple(IMAGENET_DEFAULT_STD),
-    }

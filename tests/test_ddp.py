@@ -20,7 +20,7 @@ def run_cli(workdir: Path, *args: str, devices: int, metrics_dir: Path | None = 
     subcommand, *options = args
     command = [
         sys.executable, str(REPO / "train.py"), subcommand, "--config", str(REPO / "configs" / "demo.yaml"),
-        "--model.backbone", "resnet10t", "--data.root", str(workdir / "data"), "--data.synthetic", "true",
+        "--model.backbone", "resnet10t", "--data.synthetic_dir", str(workdir / "data"), "--data.synthetic", "true",
         "--data.synthetic_individuals", "6", "--data.synthetic_images_per_individual", "9",
         "--data.synthetic_image_size", "32", "--data.image_size", "32", "--data.batch_size", "4",
         "--data.eval_batch_size", "4", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
@@ -57,7 +57,7 @@ def trained(tmp_path_factory):
 def test_splits_do_not_divide_by_two(trained):
     from reid_lightning.data import ReIDDataModule
 
-    data = ReIDDataModule(root=str(trained / "data"), synthetic=True, synthetic_individuals=6,
+    data = ReIDDataModule(synthetic_dir=str(trained / "data"), synthetic=True, synthetic_individuals=6,
                           synthetic_images_per_individual=9, synthetic_image_size=32, image_size=32,
                           test_ratio=0.3, val_ratio=0.15)
     data.setup()

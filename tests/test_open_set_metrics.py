@@ -1,4 +1,5 @@
-"""Open-set metrics (BAKS, BAUS, gmean, AUROC) against hand computations and scikit-learn; threshold choice."""
+"""Open-set metrics (BAKS, BAUS, gmean, AUROC) against hand computations and scikit-learn; the open-set model
+(threshold choice, held-out identities, calibrated confidence, saving) of ``reid_lightning.inference.open_set``."""
 
 import itertools
 import math
@@ -8,9 +9,17 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from reid_lightning.inference import held_out_gallery_identities, top1_decision_inputs
-from reid_lightning.metrics import OpenSetMetrics, choose_threshold, open_set_metrics
+from reid_lightning.inference import (
+    OpenSetModel,
+    choose_threshold,
+    decision_inputs,
+    fit_open_set,
+    held_out_gallery_identities,
+    open_set_log_values,
+)
+from reid_lightning.metrics import OpenSetMetrics, open_set_metrics
 from reid_lightning.retrieval import RetrievalResults
+from reid_lightning.similarity.calibration import IsotonicCalibration
 
 # gallery identities 0 (A), 1 (B), 2 (C); queries: A x3 (several images), B x1 (one image), unknown D (3) x2,
 # unknown E (4) x1
@@ -81,14 +90,17 @@ def test_torchmetric_chunks_equal_the_whole():
     metric = OpenSetMetrics(threshold=0.5)
     for part in (slice(0, 3), slice(3, 7)):
         metric.update(query_labels=QUERY[part], known=KNOWN[part], top1_labels=TOP1[part], scores=SCORES[part])
-    assert metric.compute() == pytest.approx(
-        open_set_metrics(query_labels=QUERY, known=KNOWN, top1_labels=TOP1, scores=SCORES, threshold=0.5))
+    values = metric.compute()
+    # the hand computation of test_metrics_equal_a_hand_computation
+    assert values["BAKS"] == pytest.approx(2 / 3) and values["BAUS"] == pytest.approx(3 / 4)
+    assert values["gmean"] == pytest.approx(math.sqrt(2 / 3 * 3 / 4))
+    assert values["acc_known"] == pytest.approx(2 / 4) and values["acc_unknown"] == pytest.approx(2 / 3)
 
 
 def test_decision_inputs_from_results():
     scores = torch.tensor([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.2, 0.1, 0.4]])
     results = RetrievalResults.from_scores(scores, gallery_labels=["a", "b", "c"], query_labels=["a", "a", "z"])
-    inputs = top1_decision_inputs(results)
+    inputs = decision_inputs(results)
     assert inputs["known"].tolist() == [True, True, False]
     assert inputs["scores"].tolist() == pytest.approx([0.9, 0.8, 0.4])
     assert inputs["top1_labels"].tolist() == [results.gallery_labels[i].item() for i in (0, 1, 2)]
@@ -100,3 +112,69 @@ def test_held_out_identities_leave_their_queries_unknown():
     keep = held_out_gallery_identities(query_labels=query, gallery_labels=gallery, fraction=0.3, seed=1)
     held = torch.unique(gallery[~keep])
     assert len(held) == 3 and not torch.isin(held, gallery[keep]).any()
+
+
+def test_held_out_gallery_skips_candidates_and_makes_queries_unknown():
+    # gallery a, a, b, c; query 0 (a) ranks a first, query 1 (b) ranks b then c, query 2 (c) ranks a then c
+    scores = torch.tensor([[0.9, 0.8, 0.3, 0.1], [0.2, 0.1, 0.7, 0.6], [0.5, 0.1, 0.2, 0.4]])
+    results = RetrievalResults.from_scores(scores, gallery_labels=["a", "a", "b", "c"], query_labels=["a", "b", "c"])
+    keep = torch.tensor([True, True, False, True])  # identity b held out
+    inputs = decision_inputs(results, keep_gallery=keep)
+    assert inputs["known"].tolist() == [True, False, True]
+    # query 1's b candidate is skipped: its top-1 is c at 0.6; the others keep their first candidate
+    assert inputs["scores"].tolist() == pytest.approx([0.9, 0.6, 0.5])
+    names = results.names(inputs["top1_labels"]).tolist()
+    assert names == ["a", "c", "a"]
+    nothing = decision_inputs(results, keep_gallery=torch.zeros(4, dtype=torch.bool))
+    assert torch.isinf(nothing["scores"]).all() and not nothing["known"].any()
+
+
+def _validation_results():
+    """20 queries of identities 0..4 against a gallery of 0..4: queries of odd positions find their identity
+    first with high scores (0.8-0.99), the others a wrong one with lower scores (0.3-0.5)."""
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.arange(20) % 5
+    scores = torch.rand(20, 5, generator=generator) * 0.2
+    for q in range(20):
+        right = int(labels[q])
+        if q % 2:
+            scores[q, right] = 0.8 + 0.19 * q / 20
+        else:
+            scores[q, (right + 1) % 5] = 0.3 + 0.2 * q / 20
+    return RetrievalResults.from_scores(scores, gallery_labels=torch.arange(5), query_labels=labels)
+
+
+def test_fit_open_set_holds_out_identities_and_calibrates_the_confidence(tmp_path):
+    results = _validation_results()
+    model = fit_open_set(results, score="top-1 cosine score", holdout=0.4, seed=0)
+    assert "2 validation identities held out" in model.held_out
+    inputs = decision_inputs(results, keep_gallery=held_out_gallery_identities(
+        query_labels=results.query_labels, gallery_labels=results.gallery_labels, fraction=0.4, seed=0))
+    expected, gmean = choose_threshold(**inputs)
+    assert model.threshold == pytest.approx(expected) and model.validation_gmean == pytest.approx(gmean)
+    # named answers with high scores were all right on validation, low ones all wrong
+    high, low = torch.tensor([0.97]), torch.tensor([0.31])
+    is_new = torch.tensor([False])
+    assert model.confidence(high, is_new).item() > 0.9 and model.confidence(low, is_new).item() < 0.25
+    # the same file content for checkpoints and threshold.json, and identical answers after loading
+    loaded = OpenSetModel.load(model.save(tmp_path / "threshold.json"))
+    assert loaded.to_dict() == OpenSetModel.from_dict(model.to_dict()).to_dict() == model.to_dict()
+    probe = torch.linspace(0, 1, 50).double()
+    assert torch.equal(loaded.confidence(probe, loaded.is_new(probe)), model.confidence(probe, model.is_new(probe)))
+
+
+def test_confidence_ece_is_logged_against_answer_correctness():
+    # two known queries answered right at 0.9 and one unknown answered "new" at 0.2: with a confidence of 1 for
+    # named answers at 0.9 and 1 for "new" at 0.2 every answer is right at full confidence: ECE 0
+    scores = torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.2, 0.1]])
+    results = RetrievalResults.from_scores(scores, gallery_labels=["a", "b"], query_labels=["a", "b", "z"])
+    named, new = IsotonicCalibration(), IsotonicCalibration()
+    named.fit([0.2, 0.9], [0, 1])
+    new.fit([-0.9, -0.2], [0, 1])
+    model = OpenSetModel(0.5, "score", named_right=named, new_right=new)
+    values = open_set_log_values(results, model)
+    assert values["confidence_ece"] == pytest.approx(0.0, abs=1e-6)
+    assert values["open/BAKS"] == 1 and values["open/BAUS"] == 1
+    # a threshold calling everything new: the two known queries' "new" answers are wrong at confidence ~0
+    everything_new = OpenSetModel(0.95, "score", named_right=named, new_right=new)
+    assert open_set_log_values(results, everything_new)["confidence_ece"] == pytest.approx(0.0, abs=1e-6)

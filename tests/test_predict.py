@@ -8,41 +8,44 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
+from reid_lightning.callbacks import PredictionWriter
 from reid_lightning.data import ReIDDataModule
 from reid_lightning.data.synthetic import make_synthetic_individuals
-from reid_lightning.inference import top1_decision_inputs
+from reid_lightning.inference import decision_inputs
 from reid_lightning.metrics import open_set_metrics
 from reid_lightning.models import ReIDModule
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def trainer(folder: Path) -> L.Trainer:
+def trainer(folder: Path, *callbacks) -> L.Trainer:
     return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                     enable_checkpointing=False, enable_model_summary=False, default_root_dir=folder)
+                     enable_checkpointing=False, enable_model_summary=False, default_root_dir=folder,
+                     callbacks=list(callbacks))
 
 
 def test_threshold_chosen_on_validation_beats_trivial_rules_on_test(tmp_path):
     # raw pixels as embeddings: weak but real identity signal, no training needed
-    data = ReIDDataModule(root=str(tmp_path / "data"), synthetic=True, synthetic_individuals=12,
+    data = ReIDDataModule(synthetic_dir=str(tmp_path / "data"), synthetic=True, synthetic_individuals=12,
                           synthetic_images_per_individual=8, synthetic_image_size=32, image_size=32, split="open",
                           open_ratio=0.3, test_ratio=0.3, val_ratio=0.2, batch_size=16)
     model = ReIDModule(backbone="torch.nn.Flatten", pretrained=False)
     run = trainer(tmp_path)
     run.validate(model, datamodule=data)
     # validation holds no unknown identity here: the threshold is chosen with identities held out
-    assert top1_decision_inputs(model.evaluation_results())["known"].all()
+    assert decision_inputs(model.evaluation_results())["known"].all()
     chosen = model.threshold
     assert chosen is not None and run.callback_metrics["val/open/threshold"] == pytest.approx(chosen)
 
     tested = run.test(model, datamodule=data)[0]
     assert model.threshold == chosen  # never tuned on test
-    inputs = top1_decision_inputs(model.evaluation_results())
+    inputs = decision_inputs(model.evaluation_results())
     assert (~inputs["known"]).any() and inputs["known"].any()
     always_known = open_set_metrics(**inputs, threshold=-math.inf)["gmean"]
     always_new = open_set_metrics(**inputs, threshold=math.inf)["gmean"]
@@ -85,19 +88,25 @@ def predict_data(root: Path, **kwargs) -> ReIDDataModule:
 def test_predict_names_known_individuals_and_flags_the_unseen_one(photos, tmp_path):
     data = predict_data(photos)
     model = ReIDModule(backbone="torch.nn.Flatten", pretrained=False, open_set_threshold=0.999)
-    trainer(tmp_path).predict(model, datamodule=data, return_predictions=False)
-    frame = model.predictions.set_index(model.predictions["path"].map(lambda p: Path(p).name))
-    assert sorted(frame.index) == ["a.jpg", "b.png", "unseen0.jpg", "unseen1.jpg", "unseen2.jpg"]
+    writer = PredictionWriter(output=str(tmp_path / "predictions.csv"))
+    trainer(tmp_path, writer).predict(model, datamodule=data)
+    frame = writer.predictions.set_index(writer.predictions["image_id"])
+    pd.testing.assert_frame_equal(pd.read_csv(writer.path, keep_default_na=False)[["image_id", "identity"]],
+                                  writer.predictions[["image_id", "identity"]])
+    assert sorted(frame.index) == ["a.jpg", "sub/b.png", "unseen0.jpg", "unseen1.jpg", "unseen2.jpg"]
+    assert frame.loc["sub/b.png", "path"] == str(photos / "new" / "sub" / "b.png")
     assert frame.loc["a.jpg", "identity"] == "ind_000" and not frame.loc["a.jpg", "is_new"]
-    assert frame.loc["b.png", "identity"] == "ind_003"
+    assert frame.loc["sub/b.png", "identity"] == "ind_003"
     assert frame.loc["a.jpg", "gallery_image"].endswith("ind_000/000.jpg")
-    assert frame.loc["a.jpg", "confidence"] == pytest.approx(1.0, abs=1e-5)
+    # the raw top-1 cosine is the score; no validation ran, so no calibrated confidence exists
+    assert frame.loc["a.jpg", "score"] == pytest.approx(1.0, abs=1e-5) and np.isnan(frame.loc["a.jpg", "confidence"])
     for i in range(3):
         assert frame.loc[f"unseen{i}.jpg", "identity"] == "new_individual" and frame.loc[f"unseen{i}.jpg", "is_new"]
     top5 = json.loads(frame.loc["a.jpg", "top5"])
     assert top5[0] == ["ind_000", pytest.approx(1.0, abs=1e-5)] and len({name for name, _ in top5}) == len(top5) == 5
     # the unreadable file is reported, not silently dropped
-    assert [Path(p).name for p in data.unreadable_predict_images["path"]] == ["broken.jpg"]
+    assert [Path(p).name for p in data.predict_images.unreadable["path"]] == ["broken.jpg"]
+    assert pd.read_csv(tmp_path / "unreadable_images.csv")["path"].map(lambda p: Path(p).name).tolist() == ["broken.jpg"]
 
 
 def test_gallery_cache_skips_reembedding_until_the_weights_change(photos, tmp_path):
@@ -107,17 +116,19 @@ def test_gallery_cache_skips_reembedding_until_the_weights_change(photos, tmp_pa
     model.backbone.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
     cache = tmp_path / "cache"
 
+    writer = PredictionWriter(output=str(tmp_path / "predictions.csv"), gallery_cache=str(cache))
+
     def images_embedded() -> int:
         calls.clear()
-        trainer(tmp_path).predict(model, datamodule=predict_data(photos, gallery_cache=str(cache)), return_predictions=False)
+        trainer(tmp_path, writer).predict(model, datamodule=predict_data(photos))
         return sum(calls)
 
     gallery_size, new_photos = 6 * 8, 5
     assert images_embedded() == gallery_size + new_photos
-    first = model.predictions
+    first = writer.predictions
     assert len(list(cache.iterdir())) == 1
     assert images_embedded() == new_photos  # read from the cache
-    pd.testing.assert_frame_equal(model.predictions, first)
+    pd.testing.assert_frame_equal(writer.predictions, first)
     with torch.no_grad():  # another checkpoint: the key changes, the gallery is embedded again
         next(model.backbone.parameters()).mul_(1.01)
     assert images_embedded() == gallery_size + new_photos
@@ -139,7 +150,7 @@ def test_two_process_predict_writes_every_input_once_in_order(photos, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == f"predictions written to {output}"
     frame = pd.read_csv(output)
-    expected = sorted(str(p.resolve()) for p in (photos / "new").rglob("*") if p.suffix in (".jpg", ".png")
+    expected = sorted(str(p) for p in (photos / "new").rglob("*") if p.suffix in (".jpg", ".png")
                       and p.name != "broken.jpg")
     # 5 readable inputs over 2 processes (uneven shares): each exactly once, in input order
     assert frame["path"].tolist() == expected
@@ -162,3 +173,31 @@ def test_predict_csv_paths_relative_to_the_csv_with_optional_bbox(photos, tmp_pa
     with pytest.raises(ValueError, match="needs a 'path' column"):
         ReIDDataModule(root=str(photos / "data"), metadata="known.csv", predict_csv=str(tmp_path / "bad.csv")
                        ).predict_dataset()
+
+
+@pytest.mark.slow
+def test_python_predict_writes_the_same_rows_as_train_py(photos, tmp_path):
+    # a checkpoint whose open-set threshold and confidence calibration were chosen on validation
+    torch.manual_seed(0)
+    model = ReIDModule(backbone="resnet10t", pretrained=False)
+    validation = trainer(tmp_path)
+    validation.validate(model, datamodule=predict_data(photos, val_ratio=0.3))
+    assert model.open_set is not None and model.open_set.named_right is not None
+    checkpoint = tmp_path / "model.ckpt"
+    validation.save_checkpoint(checkpoint)
+
+    cli_output = tmp_path / "cli" / "predictions.csv"
+    command = [sys.executable, str(REPO / "train.py"), "predict", "--model.backbone", "resnet10t",
+               "--data.root", str(photos / "data"), "--data.metadata", "known.csv", "--data.image_size", "32",
+               "--data.val_ratio", "0.3", "--data.predict_dir", str(photos / "new"), "--ckpt_path", str(checkpoint),
+               "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+               "--predict_output", str(cli_output)]
+    done = subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    loaded = ReIDModule.load_from_checkpoint(checkpoint, weights_only=True)
+    writer = PredictionWriter(output=str(tmp_path / "python" / "predictions.csv"))
+    trainer(tmp_path, writer).predict(loaded, datamodule=predict_data(photos, val_ratio=0.3))
+    from_cli, from_python = pd.read_csv(cli_output), pd.read_csv(writer.path)
+    assert len(from_python) == 5 and from_python["confidence"].between(0, 1).all()
+    pd.testing.assert_frame_equal(from_python, from_cli)

@@ -1,5 +1,5 @@
 """``predict`` with ``LocalFeatureReranking``: calibrators from a test run's folder (or fitted on validation), the
-fused probability as confidence, its threshold from ``threshold.json``, clear errors for unusable folders."""
+fused probability as the score decided on with ``threshold.json``, clear errors for unusable folders."""
 
 import json
 import math
@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from reid_lightning.callbacks import LocalFeatureReranking
+from reid_lightning.callbacks import LocalFeatureReranking, PredictionWriter
 from reid_lightning.data import ReIDDataModule
 from reid_lightning.data.synthetic import make_synthetic_individuals
 from reid_lightning.features import DeepFeatures
-from reid_lightning.inference.predictions import prediction_frame
+from reid_lightning.inference import OpenSetModel, RankedAnswers, prediction_frame
 from reid_lightning.models import ReIDModule
 from reid_lightning.retrieval import RetrievalResults, search
 from reid_lightning.similarity import PairwiseReranker
@@ -65,6 +65,13 @@ def trainer(folder: Path, *callbacks) -> L.Trainer:
                      enable_checkpointing=False, enable_model_summary=False, default_root_dir=folder)
 
 
+def predict(folder: Path, photos: Path, model: ReIDModule, *callbacks) -> pd.DataFrame:
+    """``predictions.csv`` rows of a predict run on the new photos with ``callbacks`` and a prediction writer."""
+    writer = PredictionWriter(output=str(folder / "predictions.csv"))
+    trainer(folder, *callbacks, writer).predict(model, datamodule=data_of(photos))
+    return writer.predictions
+
+
 def reranking(**kwargs) -> LocalFeatureReranking:
     return LocalFeatureReranking(scorers=[FolderScorer()], shortlist=SHORTLIST, **kwargs)
 
@@ -81,22 +88,25 @@ def test_reranked_predict_answers_with_the_calibrators_a_test_run_saved(photos, 
     trainer(tmp_path, reranking(save_dir=str(calibration))).test(model, datamodule=data_of(photos))
     threshold = json.loads((calibration / "threshold.json").read_text())["open_set_threshold"]
 
-    data = data_of(photos)
-    trainer(tmp_path, reranking(calibration_dir=str(calibration))).predict(model, datamodule=data,
-                                                                            return_predictions=False)
-    reranked = model.predictions
+    reranked = predict(tmp_path, photos, model, reranking(calibration_dir=str(calibration)))
+    saved = OpenSetModel.load(calibration / "threshold.json")
+    assert saved.score == "fused calibrated probability" and saved.threshold == threshold
 
     # the same answers in plain Python: embed -> search -> PairwiseReranker.load + __call__ -> threshold.json
+    data = data_of(photos)
+    data.setup("predict")
     inputs, gallery = data.predict_dataset(), data.predict_gallery()
     embed = DeepFeatures(model, batch_size=8, progress=False)
     results = search(embed(inputs), embed(gallery), k=SHORTLIST, gallery_labels=gallery.labels_string)
     library = PairwiseReranker([FolderScorer()], shortlist=SHORTLIST).load(calibration)(results, inputs, gallery)
-    confidence = library.candidate_scores[:, 0].double()
-    assert reranked["confidence"].tolist() == pytest.approx(confidence.tolist(), abs=1e-6)
-    assert reranked["is_new"].tolist() == (confidence < threshold).tolist()
+    fused = library.candidate_scores[:, 0].double()
+    assert reranked["score"].tolist() == pytest.approx(fused.tolist(), abs=1e-6)
+    assert reranked["is_new"].tolist() == (fused < threshold).tolist()
+    is_new = torch.tensor(reranked["is_new"].tolist())
+    assert reranked["confidence"].tolist() == pytest.approx(saved.confidence(fused, is_new).tolist(), abs=1e-6)
     identities = library.candidate_identities
     expected = [name if known else "new_individual"
-                for name, known in zip(identities[:, 0], (confidence >= threshold).tolist(), strict=True)]
+                for name, known in zip(identities[:, 0], (fused >= threshold).tolist(), strict=True)]
     assert reranked["identity"].tolist() == expected
     for row, listed in enumerate(reranked["top5"]):  # distinct identities in the reranked order
         order = list(dict.fromkeys(identities[row].tolist()))[:5]
@@ -104,9 +114,9 @@ def test_reranked_predict_answers_with_the_calibrators_a_test_run_saved(photos, 
 
     # a shortlist shorter than the gallery: top5 lists the reranked shortlist only (the tail has no probability)
     short = LocalFeatureReranking(scorers=[FolderScorer()], shortlist=4, calibration_dir=str(calibration))
-    trainer(tmp_path, short).predict(model, datamodule=data_of(photos), return_predictions=False)
+    shortlisted = predict(tmp_path, photos, model, short)
     library = PairwiseReranker([FolderScorer()], shortlist=4).load(calibration)(results, inputs, gallery)
-    for row, listed in enumerate(model.predictions["top5"]):
+    for row, listed in enumerate(shortlisted["top5"]):
         assert [name for name, _ in json.loads(listed)] == list(dict.fromkeys(library.candidate_identities[row, :4]))
 
     # by name: the contradicted photo follows the reranker, the unseen individual is new
@@ -116,16 +126,13 @@ def test_reranked_predict_answers_with_the_calibrators_a_test_run_saved(photos, 
     assert answers.loc["c.jpg", "identity"] == "new_individual"
     assert answers.loc["b.jpg", "gallery_image"].split("/")[-2] == "ind_003"
     # without reranking the embeddings answer ind_000 for b.jpg (its exact copy is in the gallery)
-    trainer(tmp_path).predict(model, datamodule=data_of(photos), return_predictions=False)
-    plain = by_name(model.predictions)
+    plain = by_name(predict(tmp_path, photos, model))
     assert plain.loc["b.jpg", "identity"] == "ind_000"
-    assert plain.loc["b.jpg", "confidence"] == pytest.approx(1.0, abs=1e-5)
+    assert plain.loc["b.jpg", "score"] == pytest.approx(1.0, abs=1e-5)
 
     # no calibration_dir: fitted on validation exactly as the test run did, saved the same way, same answers
     refit = tmp_path / "refit"
-    trainer(tmp_path, reranking(save_dir=str(refit))).predict(model, datamodule=data_of(photos),
-                                                              return_predictions=False)
-    pd.testing.assert_frame_equal(model.predictions, reranked)
+    pd.testing.assert_frame_equal(predict(tmp_path, photos, model, reranking(save_dir=str(refit))), reranked)
     for name in ("index.json", "threshold.json", "folder.json", "global.json"):
         assert (refit / name).read_text() == (calibration / name).read_text(), name
 
@@ -133,13 +140,12 @@ def test_reranked_predict_answers_with_the_calibrators_a_test_run_saved(photos, 
 def test_unusable_calibration_dir_is_a_clear_error(photos, tmp_path):
     model = ReIDModule(backbone="torch.nn.Flatten", pretrained=False)
 
-    def predict(folder: Path) -> None:
-        trainer(tmp_path, reranking(calibration_dir=str(folder))).predict(model, datamodule=data_of(photos),
-                                                                          return_predictions=False)
+    def predict_with(folder: Path) -> None:
+        predict(tmp_path, photos, model, reranking(calibration_dir=str(folder)))
 
     missing = tmp_path / "nothing_here"
     with pytest.raises(ValueError, match=r"calibration_dir '.*nothing_here'.*index\.json.*train\.py test"):
-        predict(missing)
+        predict_with(missing)
 
     def saved(folder: Path, scorer_names: list[str]) -> Path:
         scores = {name: torch.tensor([[0.9, 0.1], [0.8, 0.2]]) for name in ["global", *scorer_names]}
@@ -150,22 +156,22 @@ def test_unusable_calibration_dir_is_a_clear_error(photos, tmp_path):
     other = saved(tmp_path / "sift_calibration", ["sift_MatchDescriptors@0.2"])
     with pytest.raises(ValueError, match=r"sift_calibration.*score types \['sift_MatchDescriptors@0.2'\].*"
                                          r"\['folder'\].*train\.py test"):
-        predict(other)
+        predict_with(other)
     with pytest.raises(ValueError, match="calibration 'isotonic' saved, 'logistic' here"):
         PairwiseReranker([FolderScorer()], calibration="logistic").load(other)
 
     # the right score types but no threshold.json (the test run could choose no threshold)
     no_threshold = saved(tmp_path / "no_threshold", ["folder"])
     with pytest.raises(ValueError, match=r"no_threshold' holds no threshold\.json"):
-        predict(no_threshold)
+        predict_with(no_threshold)
 
 
 def test_unscored_top_candidate_is_new_and_listed_without_a_score():
     results = RetrievalResults.from_scores(torch.tensor([[0.9, 0.5, 0.1]]), gallery_labels=["x", "y", "z"])
     reranked = results.rerank(torch.tensor([[float("nan"), float("nan")]]))
-    frame = prediction_frame(reranked.head(2), paths=["q.jpg"], gallery_paths=["x.jpg", "y.jpg", "z.jpg"],
-                             threshold=0.5)
-    assert math.isnan(frame.loc[0, "confidence"]) and frame.loc[0, "is_new"]
+    answers = RankedAnswers(reranked.head(2), OpenSetModel(0.5, "fused calibrated probability"))
+    frame = prediction_frame(answers, image_ids=["q"], paths=["q.jpg"], gallery_paths=["x.jpg", "y.jpg", "z.jpg"])
+    assert math.isnan(frame.loc[0, "score"]) and frame.loc[0, "is_new"]
     assert frame.loc[0, "identity"] == "new_individual"
     assert json.loads(frame.loc[0, "top5"]) == [["x", None], ["y", None]]  # valid JSON, tail left out
 
@@ -189,7 +195,7 @@ def test_two_process_reranked_predict_from_the_sift_config(photos, tmp_path):
     assert "on the fused calibrated probability" in done.stdout
     frame = pd.read_csv(output)
     # 3 inputs over 2 processes: each once, in input order; the calibrators were fitted and saved by rank 0
-    assert frame["path"].tolist() == sorted(str(p.resolve()) for p in (photos / "new").rglob("*.jpg"))
+    assert frame["path"].tolist() == sorted(str(p) for p in (photos / "new").rglob("*.jpg"))
     threshold = json.loads((tmp_path / "calibration" / "threshold.json").read_text())["open_set_threshold"]
-    assert frame["is_new"].tolist() == (frame["confidence"] < threshold).tolist()
-    assert frame["confidence"].between(0, 1).all()
+    assert frame["is_new"].tolist() == (frame["score"] < threshold).tolist()
+    assert frame["score"].between(0, 1).all()

@@ -163,7 +163,7 @@ class OracleScorer:
 
 
 def datamodule(tmp_path):
-    return ReIDDataModule(root=str(tmp_path / "data"), synthetic=True, synthetic_individuals=6,
+    return ReIDDataModule(synthetic_dir=str(tmp_path / "data"), synthetic=True, synthetic_individuals=6,
                           synthetic_images_per_individual=8, synthetic_image_size=32, image_size=32,
                           val_ratio=0.2, test_ratio=0.3, batch_size=8)
 
@@ -197,7 +197,7 @@ def test_report_files_after_reranked_test(tmp_path):
     # every figure is embedded too: the page needs no neighbouring file
     assert len(re.findall(r'<a href="[^"]+\.png"><img src="data:image/png;base64,', html)) == len(pngs)
     # reranked order beside the global one: every candidate framed green when it shows the query's individual
-    results, reranked = model.evaluation_results(), reranking.last_reranked
+    results, reranked = model.evaluation_results(), reranking.test_evaluation.reranked
     queries = pick_queries(results, worst=2, random=1, seed=0).tolist()
     layout = GalleryLayout(rankings=2, top_k=top_k, thumbnail_size=96)
     with Image.open(html_path.parent / "retrieval_gallery.png") as gallery:

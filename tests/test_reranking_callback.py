@@ -47,7 +47,7 @@ class PairRecorder:
 
 
 def datamodule(tmp_path, protocol="database"):
-    return ReIDDataModule(root=str(tmp_path / "data"), synthetic=True, synthetic_individuals=6,
+    return ReIDDataModule(synthetic_dir=str(tmp_path / "data"), synthetic=True, synthetic_individuals=6,
                           synthetic_images_per_individual=8, synthetic_image_size=48, image_size=32,
                           val_ratio=0.2, test_ratio=0.3, batch_size=8, protocol=protocol)
 
@@ -74,8 +74,9 @@ def test_oracle_reranking_reaches_shortlist_recall(tmp_path, protocol):
     assert metrics["test/reranked/mAP"] >= metrics["test/mAP"]
     assert len(scorer.calls) == 2  # calibration pairs (validation; also choose the threshold), then test pairs
     saved = json.loads((tmp_path / "calibration" / "threshold.json").read_text())
-    assert saved["open_set_threshold"] == pytest.approx(callback.threshold)
-    assert metrics["test/reranked/open/threshold"].item() == pytest.approx(callback.threshold)
+    assert saved["open_set_threshold"] == pytest.approx(callback.open_set.threshold)
+    assert saved["score"] == "fused calibrated probability"
+    assert metrics["test/reranked/open/threshold"].item() == pytest.approx(callback.open_set.threshold)
 
     index = json.loads((tmp_path / "calibration" / "index.json").read_text())
     calibrator = Calibration.load(tmp_path / "calibration" / index["calibrators"]["oracle"])
@@ -140,10 +141,10 @@ def test_shortlist_above_100_is_honoured_at_calibration_and_test(tmp_path):
     scorer = PairRecorder()
     callback = LocalFeatureReranking(scorers=[scorer], shortlist=150, include_global=False,
                                      save_dir=str(tmp_path / "c"))
-    module = ReIDDataModule(root=str(tmp_path / "data"), synthetic=True, synthetic_individuals=22,
+    module = ReIDDataModule(synthetic_dir=str(tmp_path / "data"), synthetic=True, synthetic_individuals=22,
                             synthetic_images_per_individual=12, synthetic_image_size=32, image_size=16,
                             val_ratio=0.1, test_ratio=0.2, batch_size=64)
-    model = ReIDModule(backbone="resnet10t", pretrained=False, top_k=(1,))
+    model = ReIDModule(backbone="resnet10t", pretrained=False, top_k=(1,), candidates=150)
     trainer = L.Trainer(callbacks=[callback], logger=False, enable_progress_bar=False,
                         default_root_dir=tmp_path, accelerator="cpu")
     trainer.test(model, datamodule=module)
@@ -160,14 +161,14 @@ def test_calibration_scores_match_test_time_scores_under_bf16(tmp_path):
     """The calibrator must be fitted on the global scores the module computes under the trainer's precision."""
     callback = LocalFeatureReranking(scorers=[], shortlist=SHORTLIST, include_global=True,
                                      save_dir=str(tmp_path / "c"))
-    fitted = []
-    original_fit = callback.reranker.fit_scores
+    fitted = []  # the results whose shortlist pairs are scored: validation's first, then the test's
+    original = callback.reranker.pair_scores
 
-    def recording_fit(results, *args, **kwargs):
+    def recording(results, *args, **kwargs):
         fitted.append(results)
-        return original_fit(results, *args, **kwargs)
+        return original(results, *args, **kwargs)
 
-    callback.reranker.fit_scores = recording_fit
+    callback.reranker.pair_scores = recording
     torch.manual_seed(0)
     model = ReIDModule(backbone="resnet10t", pretrained=False, top_k=(1,))
     data = datamodule(tmp_path)

@@ -23,7 +23,7 @@ def fit_command(data: Path, *extra: str) -> list[str]:
     return [
         sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "demo.yaml"),
         "--model.backbone", "resnet10t", "--model.pretrained", "false",
-        "--data.root", str(data), "--data.synthetic", "true", "--data.synthetic_individuals", "4",
+        "--data.synthetic_dir", str(data), "--data.synthetic", "true", "--data.synthetic_individuals", "4",
         "--data.synthetic_images_per_individual", "6", "--data.synthetic_image_size", "32",
         "--data.image_size", "32", "--data.batch_size", "4", "--trainer.max_epochs", str(EPOCHS),
         "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", *extra,

@@ -71,7 +71,7 @@ def test_cli_ckpt_path_refuses_a_pickle_payload(tmp_path):
     path, marker = poisoned_checkpoint(tmp_path)
     command = [
         sys.executable, str(REPO / "train.py"), "validate", "--config", str(REPO / "configs" / "demo.yaml"),
-        "--model.backbone", "resnet10t", "--model.pretrained", "false", "--data.root", str(tmp_path / "data"),
+        "--model.backbone", "resnet10t", "--model.pretrained", "false", "--data.synthetic_dir", str(tmp_path / "data"),
         "--data.synthetic", "true", "--data.synthetic_individuals", "3", "--data.synthetic_images_per_individual",
         "4", "--data.synthetic_image_size", "32", "--data.image_size", "32", "--ckpt_path", str(path),
     ]
@@ -92,7 +92,9 @@ def test_results_files_are_never_overwritten(tmp_path):
 
 def test_two_runs_sharing_a_log_dir_keep_both_results(tmp_path, capsys):
     def trainer(mAP: float) -> SimpleNamespace:
-        return SimpleNamespace(log_dir=str(tmp_path), default_root_dir=str(tmp_path), is_global_zero=True,
+        logger = SimpleNamespace(log_dir=str(tmp_path))
+        return SimpleNamespace(loggers=[logger], default_root_dir=str(tmp_path), is_global_zero=True,
+                               strategy=SimpleNamespace(broadcast=lambda value: value),
                                callback_metrics={"test/mAP": torch.tensor(mAP), "val/mAP": torch.tensor(0.0)})
 
     paths = [write_results(trainer(value), "test", None) for value in (0.25, 0.75)]

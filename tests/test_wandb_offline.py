@@ -82,7 +82,7 @@ def test_offline_wandb_run_holds_gallery_tables_and_curves(tmp_path, monkeypatch
     from lightning.pytorch.loggers import WandbLogger
 
     torch.manual_seed(0)
-    datamodule = ReIDDataModule(root=str(tmp_path / "data"), synthetic=True, synthetic_individuals=6,
+    datamodule = ReIDDataModule(synthetic_dir=str(tmp_path / "data"), synthetic=True, synthetic_individuals=6,
                                 synthetic_images_per_individual=8, synthetic_image_size=32, image_size=32,
                                 val_ratio=0.2, test_ratio=0.3, batch_size=8)
     model = ReIDModule(backbone="resnet10t", pretrained=False, loss="softmax")
@@ -164,7 +164,7 @@ def test_cli_run_config_is_the_resolved_cli_config(tmp_path, monkeypatch):
     try:
         main(["validate", "--config", str(configs / "demo.yaml"), "--config", str(configs / "logger" / "wandb.yaml"),
               "--trainer.logger.init_args.offline", "true", "--trainer.logger.init_args.tags", "[cli-test]",
-              "--model.backbone", "resnet10t", "--model.lr", "0.0123", "--data.root", str(tmp_path / "data"),
+              "--model.backbone", "resnet10t", "--optimizer.init_args.lr", "0.0123", "--data.synthetic_dir", str(tmp_path / "data"),
               "--data.synthetic_individuals", "5", "--data.synthetic_images_per_individual", "6",
               "--data.synthetic_image_size", "32", "--data.image_size", "32", "--data.batch_size", "8",
               "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])
@@ -176,9 +176,9 @@ def test_cli_run_config_is_the_resolved_cli_config(tmp_path, monkeypatch):
     config = run_config(complete_records(run_file))
     # values given on the command line, from the two config files and from the CLI's own defaults, nested as in
     # config.yaml (the module's saved hparams alone hold none of data/trainer/checkpoint)
-    assert config["model"]["backbone"] == "resnet10t" and config["model"]["lr"] == 0.0123
-    assert config["model"]["optimizer"] == "adamw"  # demo.yaml
-    assert config["data"]["root"] == str(tmp_path / "data") and config["data"]["synthetic_individuals"] == 5
+    assert config["model"]["backbone"] == "resnet10t" and config["optimizer"]["init_args"]["lr"] == 0.0123
+    assert config["optimizer"]["class_path"] == "torch.optim.AdamW"  # demo.yaml
+    assert config["data"]["synthetic_dir"] == str(tmp_path / "data") and config["data"]["synthetic_individuals"] == 5
     assert config["data"]["image_size"] == 32 and config["data"]["val_ratio"] == 0.15
     assert config["trainer"]["accelerator"] == "cpu" and config["trainer"]["enable_progress_bar"] is False
     assert config["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.WandbLogger"
@@ -187,6 +187,9 @@ def test_cli_run_config_is_the_resolved_cli_config(tmp_path, monkeypatch):
     assert config["checkpoint"]["monitor"] == "val/mAP" and config["seed_everything"] == 0
     # config.yaml beside the run still holds the same config
     (saved,) = (tmp_path / "logs").rglob("config.yaml")
+    # in the run's own folder (logs/<project>/<run id>), not in the logs/ folder every W&B run shares
+    assert saved.parent.parent == tmp_path / "logs" / "reid-lightning"
+    assert (saved.parent / "data_summary.txt").is_file() and (saved.parent / "results.json").is_file()
     import yaml
 
     assert yaml.safe_load(saved.read_text())["model"] == config["model"]

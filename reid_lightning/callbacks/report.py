@@ -90,12 +90,12 @@ class RetrievalReport(Callback):
         start = time.perf_counter()
         datasets = datamodule.eval_datasets(stage)
         reranking = next((c for c in trainer.callbacks if isinstance(c, LocalFeatureReranking)), None)
-        reranked = reranking.last_reranked if reranking is not None and stage == "test" else None
+        reranked = reranking.test_evaluation if reranking is not None and stage == "test" else None
         inputs = ReportInputs(
             results=pl_module.evaluation_results(), query_dataset=datasets[0], gallery_dataset=datasets[-1],
-            reranked=reranked,
-            pair_scores=reranking.last_scores if reranked is not None else None,
-            probabilities=reranking.last_probabilities if reranked is not None else None,
+            reranked=reranked.reranked if reranked is not None else None,
+            pair_scores=reranked.pair_scores if reranked is not None else None,
+            probabilities=reranked.probabilities if reranked is not None else None,
             scorers=reranking.reranker.scorers if reranked is not None else ())
         report = build_report(inputs, self.settings, self.panels)
         wandb_loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]

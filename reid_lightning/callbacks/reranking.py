@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -12,13 +11,31 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
 
+from ..distributed import gather_in_order
+from ..inference.open_set import OpenSetModel, fit_open_set, open_set_log_values
 from ..inference.predictions import RankedAnswers
-from ..inference.threshold import choose_probability_threshold, top1_decision_inputs
-from ..metrics.open_set import open_set_metrics
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir
 from ..similarity import PairScorer, PairwiseReranker
+
+FUSED_SCORE = "fused calibrated probability"
+
+
+@dataclass(frozen=True)
+class RerankedEvaluation:
+    """A reranked evaluation: the reranked results and the shortlist scores behind them.
+
+    Attributes:
+        reranked: the results with every shortlist re-sorted by the fused probability.
+        pair_scores: ``{score name: (Q, B)}`` raw scores of the shortlist pairs.
+        probabilities: ``{score name: (Q, B)}`` their calibrated probabilities.
+    """
+
+    reranked: RetrievalResults
+    pair_scores: dict[str, Tensor]
+    probabilities: dict[str, Tensor]
 
 
 class LocalFeatureReranking(Callback):
@@ -27,17 +44,13 @@ class LocalFeatureReranking(Callback):
 
     Before testing, the reranker's calibrators are fitted on shortlist pairs of the validation queries (never a
     self-pair, never a test image), whose embeddings are computed under the trainer's precision like the test
-    embeddings. At the end of the test epoch the module's :class:`RetrievalResults` are reranked; metrics before
-    and after are logged as ``test/...`` and ``test/reranked/...``. The calibrators are saved next to the run's
-    logs with one reliability diagram per score type drawn on the test shortlist (its ECE is logged as
-    ``test/reranked/ece/<score>``). An open-set threshold on the fused probability is chosen on the same validation
-    queries (saved as ``threshold.json`` next to the calibrators); with unknown test queries the reranked open-set
-    metrics are logged as ``test/reranked/open/*``.
-
-    At predict, each new photo's shortlist in the gallery is reranked the same way: the answer is the reranked
-    top-1, its confidence the fused probability, "new individual" below ``threshold.json``'s threshold. The
-    calibrators and threshold are read from ``calibration_dir`` (the folder a test run saved) or, without it,
-    fitted on the validation split exactly as before a test (and saved the same way).
+    embeddings; the open-set threshold and confidence calibration of the fused probability are fitted on the same
+    queries. Both are saved in ``<log_dir>/calibration`` (``threshold.json``: :meth:`OpenSetModel.save`). At the
+    end of the test epoch the module's :meth:`~ReIDModule.evaluation_results` are reranked and logged as
+    ``test/reranked/...`` (metrics, open set, calibration error per score type, seconds); :attr:`test_evaluation`
+    holds them for other callbacks (the report). Under DDP the pairs are split between the processes: each pair is
+    matched once. At predict, :meth:`rerank_predictions` reranks the new photos' shortlists with the calibrators
+    of ``calibration_dir`` (a test run's folder) or fitted on validation as before a test.
     """
 
     def __init__(self, scorers: list[PairScorer], shortlist: int = 20,
@@ -47,7 +60,8 @@ class LocalFeatureReranking(Callback):
         """
         Args:
             scorers: local score types (extractor + matcher) to compute for the shortlist pairs.
-            shortlist: candidates per query (B) rescored; the rest keep their global order below them.
+            shortlist: candidates per query (B) rescored; the rest keep their global order below them (at most
+                the model's ``--model.candidates``).
             calibration: ``isotonic`` or ``logistic`` calibration of every score type.
             include_global: fuse the calibrated global score with the local ones (WildFusion).
             weights: optional fusion weight per score name (missing names weigh 1).
@@ -61,45 +75,44 @@ class LocalFeatureReranking(Callback):
         self.calibration_queries = calibration_queries
         self.save_dir = save_dir
         self.calibration_dir = calibration_dir
-        # the last test epoch's shortlist scores, probabilities and reranked results (read by RetrievalReport)
-        self.last_scores: dict[str, torch.Tensor] | None = None
-        self.last_probabilities: dict[str, torch.Tensor] | None = None
-        self.last_reranked: RetrievalResults | None = None
-        self.threshold: float | None = None
-        """Open-set threshold on the fused calibrated probability (chosen on validation before testing)."""
+        self.open_set: OpenSetModel | None = None
+        """Open-set threshold and confidence calibration of the fused probability (fitted on validation)."""
+        self.test_evaluation: RerankedEvaluation | None = None
+        """The last test epoch's reranked results and shortlist scores."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # the module's evaluation results must hold the whole shortlist
-        pl_module.require_candidates(self.reranker.shortlist)
+        candidates = pl_module.hparams.get("candidates")
+        if candidates is not None and candidates < self.reranker.shortlist:
+            raise ValueError(f"the reranking shortlist is {self.reranker.shortlist} candidates but the model keeps "
+                             f"{candidates} per query: pass --model.candidates {self.reranker.shortlist} (or more)")
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_on_validation(trainer, pl_module)
-        if self.threshold is not None:
-            pl_module.log("test/reranked/open/threshold", self.threshold, sync_dist=False)
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.calibration_dir is not None:
-            self.threshold = self._load_calibration(Path(self.calibration_dir).expanduser())
+            self._load_calibration(Path(self.calibration_dir).expanduser())
             return
         folder = self._fit_on_validation(trainer, pl_module)
-        if self.threshold is None:
+        if self.open_set is None or self.open_set.threshold is None:
             raise ValueError("predict with LocalFeatureReranking needs an open-set threshold on the fused probability, "
                              "and none could be chosen on the validation split (see the warning above): pass "
                              "calibration_dir, the folder of a test run's calibrators and threshold.json")
         rank_zero_info(f"reranking calibrators fitted on validation and saved in {folder}; pass "
                        "--trainer.callbacks.init_args.calibration_dir with that folder to reuse them")
 
-    def rerank_predictions(self, results: RetrievalResults, query_dataset, gallery_dataset) -> RankedAnswers:
-        """The new photos' shortlists reranked by the fused calibrated probability, which is also the
-        confidence (the tail, never scored, is left out); see :class:`~reid_lightning.inference.PredictionReranker`."""
-        if self.threshold is None:
+    def rerank_predictions(self, trainer: L.Trainer, results: RetrievalResults, query_dataset, gallery_dataset
+                           ) -> RankedAnswers:
+        """The new photos' shortlists reranked by the fused calibrated probability (the tail, never scored, is left
+        out), decided and given a confidence by the fused probability's open-set model. A collective under DDP."""
+        if self.open_set is None:
             raise RuntimeError("rerank_predictions runs after on_predict_start, which loads or fits the calibrators")
-        reranked = self.reranker(results, query_dataset, gallery_dataset)
-        return RankedAnswers(reranked.head(self.reranker.shortlist), threshold=self.threshold,
-                             score="fused calibrated probability")
+        scores = self._pair_scores(trainer, results, query_dataset, gallery_dataset, phase="predict")
+        reranked = self.reranker.rerank(results, self.reranker.calibrate(scores))
+        return RankedAnswers(reranked.head(self.reranker.shortlist), self.open_set)
 
-    def _load_calibration(self, folder: Path) -> float:
-        """Load the calibrators a test run saved in ``folder``; the open-set threshold of its ``threshold.json``."""
+    def _load_calibration(self, folder: Path) -> None:
+        """Load the calibrators and ``threshold.json`` a test run saved in ``folder``."""
         advice = ("give calibration_dir the 'calibration' folder of a `train.py test` run with this same reranking "
                   "config, or leave calibration_dir out to fit the calibrators on the validation split")
         try:
@@ -110,11 +123,11 @@ class LocalFeatureReranking(Callback):
         if not threshold_path.is_file():
             raise ValueError(f"calibration_dir '{folder}' holds no threshold.json (that test run could choose no "
                              f"open-set threshold on validation). {advice}")
-        return float(json.loads(threshold_path.read_text())["open_set_threshold"])
+        self.open_set = OpenSetModel.load(threshold_path)
 
     def _fit_on_validation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path:
-        """Fit the calibrators and choose the open-set threshold on the validation queries; save both (the folder
-        is returned)."""
+        """Fit the calibrators and the fused probability's open-set model on the validation queries; save both
+        (the folder is returned)."""
         datamodule = trainer.datamodule
         if not hasattr(datamodule, "eval_datasets"):
             raise TypeError("LocalFeatureReranking fits its calibrators on the validation images: run with a "
@@ -125,54 +138,70 @@ class LocalFeatureReranking(Callback):
                              "validation split is empty: set data.val_ratio > 0 (or, at predict, pass "
                              "calibration_dir, the folder of a test run's calibrators)")
         groups = datamodule.eval_groups("val")
-        query, query_labels = pl_module.embed(loaders[0])
+        query, query_labels = pl_module.embed(loaders[0], description="calibration (validation): embedding queries")
         leave_one_out = len(loaders) == 1  # the other validation images form the gallery
-        gallery, gallery_labels = (query, query_labels) if leave_one_out else pl_module.embed(loaders[1])
+        gallery, gallery_labels = (query, query_labels) if leave_one_out else pl_module.embed(
+            loaders[1], description="calibration (validation): embedding gallery")
         results = pl_module.search(query, gallery, query_labels=query_labels, gallery_labels=gallery_labels,
                                    query_groups=torch.as_tensor(groups[0]), gallery_groups=torch.as_tensor(groups[-1]),
                                    leave_one_out=leave_one_out, k=self.reranker.shortlist)
-        subset, scores = self.reranker.fit_scores(results, datasets[0], datasets[-1],
-                                                  max_queries=self.calibration_queries)
+        keep = self.reranker.calibration_subset(results.num_queries, max_queries=self.calibration_queries)
+        subset = results.select(keep)
+        scores = self._pair_scores(trainer, subset, datasets[0], datasets[-1], query_positions=keep,
+                                   phase="calibration (validation)")
         self.reranker.fit_calibrators(scores, hits=subset.hits)
-        # the open-set threshold on the fused probabilities, chosen on the same validation pairs
+        fused = self.reranker.rerank(subset, self.reranker.calibrate(scores)).head(self.reranker.shortlist)
         try:
-            self.threshold, gmean = choose_probability_threshold(
-                self.reranker, subset, scores, holdout=pl_module.hparams.get("open_set_holdout", 0.2))
+            self.open_set = fit_open_set(fused, score=FUSED_SCORE, holdout=pl_module.hparams.get("open_set_holdout",
+                                                                                                0.2))
         except ValueError as error:
             rank_zero_warn(f"no open-set threshold on the reranked probabilities: {error}")
-            self.threshold = None
+            self.open_set = OpenSetModel(None, FUSED_SCORE, held_out=str(error))
         folder = self._folder(trainer)
         if trainer.is_global_zero:
             self.reranker.save(folder)
-            if self.threshold is not None:
-                (folder / "threshold.json").write_text(json.dumps(
-                    {"open_set_threshold": self.threshold, "score": "fused calibrated probability",
-                     "validation_gmean": gmean}, indent=2))
+            if self.open_set.threshold is not None:
+                self.open_set.save(folder / "threshold.json")
         return folder
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         results = pl_module.evaluation_results()
         datasets = trainer.datamodule.eval_datasets("test")
         start = time.perf_counter()
-        scores = self.reranker.pair_scores(results, datasets[0], datasets[-1])
+        scores = self._pair_scores(trainer, results, datasets[0], datasets[-1], phase="test")
         probabilities = self.reranker.calibrate(scores)
         reranked = self.reranker.rerank(results, probabilities)
         seconds = time.perf_counter() - start
-        self.last_scores, self.last_probabilities, self.last_reranked = scores, probabilities, reranked
-        for name, value in reranked.metrics(top_k=tuple(pl_module.hparams.top_k)).items():
-            pl_module.log(f"test/reranked/{name}", float(value), sync_dist=False)
-        pl_module.log("test/reranked/seconds", seconds, sync_dist=False)
-        inputs = top1_decision_inputs(reranked)
-        if self.threshold is not None and not inputs["known"].all():
-            for name, value in open_set_metrics(**inputs, threshold=self.threshold).items():
-                if not math.isnan(value):  # undefined here (e.g. no unknown identity)
-                    pl_module.log(f"test/reranked/open/{name}", value, sync_dist=False)
+        self.test_evaluation = RerankedEvaluation(reranked, scores, probabilities)
+        logged = dict(reranked.metrics(top_k=tuple(pl_module.hparams.top_k)))
+        if self.open_set is not None and self.open_set.threshold is not None:
+            logged["open/threshold"] = self.open_set.threshold
+        logged.update(open_set_log_values(reranked.head(self.reranker.shortlist), self.open_set))
         # calibration quality on the test shortlist, which the calibrators never saw
         hits = results.hits[:, : next(iter(probabilities.values())).shape[1]].cpu()
         folder = self._folder(trainer)
-        folder = folder if trainer.is_global_zero else None
-        for name, error in self.reranker.calibration_errors(probabilities, hits, folder).items():
-            pl_module.log(f"test/reranked/ece/{name}", error, sync_dist=False)
+        errors = self.reranker.calibration_errors(probabilities, hits, folder if trainer.is_global_zero else None)
+        logged.update({f"ece/{name}": error for name, error in errors.items()})
+        logged["seconds"] = seconds
+        for name, value in logged.items():
+            pl_module.log(f"test/reranked/{name}", float(value), sync_dist=False)
+
+    def _pair_scores(self, trainer: L.Trainer, results: RetrievalResults, query_dataset, gallery_dataset, *,
+                     phase: str, query_positions: Tensor | None = None) -> dict[str, Tensor]:
+        """The reranker's shortlist pair scores, each process scoring every ``world_size``-th query and the rows
+        gathered, so that each pair is matched once (a collective under DDP)."""
+        positions = torch.arange(results.num_queries) if query_positions is None else query_positions.cpu()
+        world = trainer.world_size
+        if world == 1 or results.num_queries < world:
+            return self.reranker.pair_scores(results, query_dataset, gallery_dataset, query_positions=positions,
+                                             description=phase)
+        rows = torch.arange(trainer.global_rank, results.num_queries, world)
+        share = self.reranker.pair_scores(results.select(rows), query_dataset, gallery_dataset,
+                                          query_positions=positions[rows], description=phase)
+        device = results.candidate_indices.device
+        gathered = gather_in_order(trainer, {"index": rows.to(device), **{n: s.to(device) for n, s in share.items()}},
+                                   what=f"{phase} pair scores")
+        return {name: gathered[name].cpu() for name in share}
 
     def _folder(self, trainer: L.Trainer) -> Path:
         # run_log_dir is a broadcast under DDP: the callers call this on every process

@@ -1,10 +1,11 @@
 """reid_lightning.data: metadata validation, splits, datasets, transforms, samplers, synthetic demo data."""
 
-from .datamodule import ReIDDataModule, ReIDSamples
+from .datamodule import ReIDDataModule
 from .dataset import ImageDataset
 from .labels import UNKNOWN, contiguous_classes, encode_identities
 from .metadata import load_metadata, parse_bbox
 from .samplers import MPerClassSampler
+from .samples import ReIDSamples
 from .splits import (
     SPLIT_STRATEGIES,
     split_by_column,
@@ -14,7 +15,7 @@ from .splits import (
     split_open,
     split_time,
 )
-from .transforms import build_transforms, data_config_from_backbone
+from .transforms import build_transforms
 from .wildlife import from_wildlife_datasets
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "ReIDSamples",
     "build_transforms",
     "contiguous_classes",
-    "data_config_from_backbone",
     "encode_identities",
     "from_wildlife_datasets",
     "load_metadata",

@@ -17,6 +17,15 @@ from .metadata import parse_bbox
 IMG_LOAD_MODES = ("auto", "full", "bbox")
 
 
+def resolve_img_load(img_load: str, columns) -> str:
+    """``"full"`` or ``"bbox"``: ``"auto"`` crops to the bounding box when the metadata has a ``bbox`` column."""
+    if img_load not in IMG_LOAD_MODES:
+        raise ValueError(f"img_load={img_load!r} is not supported; choose one of {list(IMG_LOAD_MODES)}")
+    if img_load == "auto":
+        return "bbox" if "bbox" in columns else "full"
+    return img_load
+
+
 class ImageDataset(Dataset):
     """Images of individuals listed in a metadata DataFrame.
 
@@ -47,11 +56,8 @@ class ImageDataset(Dataset):
         col_label: str = "identity",
         load_label: bool = True,
     ) -> None:
-        if img_load not in IMG_LOAD_MODES:
-            raise ValueError(f"img_load={img_load!r} is not supported; choose one of {list(IMG_LOAD_MODES)}")
+        img_load = resolve_img_load(img_load, metadata.columns)
         missing = [c for c in (col_path, col_label) if c not in metadata.columns]
-        if img_load == "auto":
-            img_load = "bbox" if "bbox" in metadata.columns else "full"
         if img_load == "bbox" and "bbox" not in metadata.columns:
             missing.append("bbox")
         if missing:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import timm.data
 import torchvision.transforms as T
-from torch import nn
 
 
 def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -70,20 +68,3 @@ def build_transforms(
     if randaugment:
         steps.append(T.RandAugment(num_ops=randaugment_num_ops, magnitude=randaugment_magnitude))
     return T.Compose([*steps, *normalize])
-
-
-def data_config_from_backbone(model: nn.Module) -> dict:
-    """The input size and normalisation a backbone was trained with.
-
-    Uses timm's pretrained config of the model; models without one (plain ``nn.Module``, transformers)
-    get timm's defaults (224 px, ImageNet mean and std).
-
-    Returns:
-        ``{"size": (H, W), "mean": (3,), "std": (3,)}``.
-    """
-    config = timm.data.resolve_data_config({}, model=model)
-    return {
-        "size": tuple(int(s) for s in config["input_size"][1:]),
-        "mean": tuple(float(m) for m in config["mean"]),
-        "std": tuple(float(s) for s in config["std"]),
-    }

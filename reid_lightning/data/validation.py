@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .dataset import resolve_img_load
 from .images import clip_box, displayed_size
 from .metadata import _row_ref, _row_refs, parse_bbox
 
@@ -98,7 +99,7 @@ def check_images(
     df: pd.DataFrame,
     root: str | Path | None,
     *,
-    img_load: str = "full",
+    img_load: str = "auto",
     csv_path: Path | None = None,
     progress: bool = True,
     workers: int | None = None,
@@ -110,7 +111,7 @@ def check_images(
     Args:
         df: metadata with ``path`` (and ``bbox`` for ``img_load="bbox"``) and a ``0..N-1`` index.
         root: folder the paths are relative to (``None``: current directory).
-        img_load: ``"bbox"`` also checks that every box overlaps its image.
+        img_load: ``"bbox"`` (or ``"auto"`` with a ``bbox`` column) also checks that every box overlaps its image.
         csv_path: the CSV ``df`` was read from, so that rows are also named by their line.
         progress: show a progress bar while files are checked.
         workers: parallel threads (default: up to 8).
@@ -132,7 +133,7 @@ def check_images(
         results.update(fresh)
         cache.save(fresh)
     bad, clipped = [], []
-    boxes = df["bbox"].tolist() if img_load == "bbox" else [None] * len(df)
+    boxes = df["bbox"].tolist() if resolve_img_load(img_load, df.columns) == "bbox" else [None] * len(df)
     for row, path, box in zip(df.index, paths, boxes, strict=True):
         _, _, width, height, problem = results[path]
         box = parse_bbox(box)

@@ -10,7 +10,7 @@ import torch
 from ..eval.labels import factorize
 from ..eval.ranking import majority_vote
 from ..retrieval import RetrievalResults
-from ._ranking import as_database_labels, as_similarity, check_results, ranked_chunks, unscored_rows_error
+from .checks import as_database_labels, as_similarity, check_results, ranked_chunks, unscored_rows_error
 
 
 class KnnClassifier:

@@ -1,20 +1,39 @@
-"""Open-set decision: reject predictions whose score is too low as a new individual."""
+"""Open set in one place: is a query's top-1 answer a known individual or a new one, and how sure is it?
+
+- :func:`decision_inputs` reads the top-1 answer of every query from :class:`RetrievalResults` (raw scores, or the
+  fused probabilities of reranked results);
+- :func:`fit_open_set` chooses the threshold (max sqrt(BAKS * BAUS)) and fits the confidence calibration on
+  labelled held-out queries (validation), holding some identities out of the gallery when none is unknown;
+- :class:`OpenSetModel` decides, gives the confidence and is saved/loaded (checkpoint key and ``threshold.json``
+  through the same :meth:`OpenSetModel.to_dict`);
+- :func:`open_set_log_values` is everything logged about it;
+- :func:`open_set_predict` / :class:`OpenSetDecision` are the seed's plain thresholding of given labels.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
+
+from ..metrics.open_set import open_set_metrics, per_identity_mean
+from ..retrieval import RetrievalResults
+from ..similarity.calibration import Calibration, IsotonicCalibration, expected_calibration_error
+
+NEW_INDIVIDUAL = "new_individual"
 
 
 def _to_numpy(values: Any) -> np.ndarray:
     return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
 
 
-def open_set_predict(
-    labels: Any, *, scores: Any, threshold: float, new_label: Any = "new_individual"
-) -> np.ndarray:
+def open_set_predict(labels: Any, *, scores: Any, threshold: float, new_label: Any = NEW_INDIVIDUAL) -> np.ndarray:
     """Replace a prediction by `new_label` when its score is below `threshold` (or NaN).
 
     Args:
@@ -24,26 +43,22 @@ def open_set_predict(
         new_label: label given to rejected predictions.
 
     Returns:
-        A new array of `labels`' shape; its dtype is the labels' combined with `new_label`'s
-        (integer labels with the default string label become strings).
+        A new array of `labels`' shape; its dtype is the labels' combined with `new_label`'s.
     """
-    labels = _to_numpy(labels)
-    scores = _to_numpy(scores)
+    labels, scores = _to_numpy(labels), _to_numpy(scores)
     if labels.shape != scores.shape:
         raise ValueError(f"labels {labels.shape} and scores {scores.shape} must have the same shape")
     try:
         known = scores.astype(np.float64) >= threshold
     except (TypeError, ValueError) as error:
-        raise TypeError(
-            f"scores must be numeric, got dtype {scores.dtype}; pass scores=, not labels"
-        ) from error
+        raise TypeError(f"scores must be numeric, got dtype {scores.dtype}; pass scores=, not labels") from error
     return np.where(known, labels, new_label)
 
 
 class OpenSetDecision:
     """Callable form of `open_set_predict`: `decision(labels, scores=scores) -> labels`."""
 
-    def __init__(self, threshold: float = 0.5, new_label: Any = "new_individual") -> None:
+    def __init__(self, threshold: float = 0.5, new_label: Any = NEW_INDIVIDUAL) -> None:
         """
         Args:
             threshold: lowest (calibrated) score accepted as a known individual.
@@ -55,3 +70,213 @@ class OpenSetDecision:
     def __call__(self, labels: Any, *, scores: Any) -> np.ndarray:
         """Labels of `labels`' shape, with `new_label` where `scores` < threshold or NaN."""
         return open_set_predict(labels, scores=scores, threshold=self.threshold, new_label=self.new_label)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def decision_inputs(results: RetrievalResults, *, keep_gallery: Tensor | None = None) -> dict[str, Tensor]:
+    """The top-1 answer of every labelled query, as keyword arguments of ``open_set_metrics`` / ``choose_threshold``:
+    ``query_labels``, ``known`` (another image of its identity is rankable in the gallery), ``top1_labels`` and
+    ``scores`` (Q,). The top-1 is the first candidate in the results' order (reranked results: pass
+    ``results.head(B)``, the shortlist whose scores are probabilities).
+
+    Args:
+        keep_gallery: optional (G,) bool: gallery images still in the gallery; candidates of removed images are
+            skipped and queries whose identity is wholly removed become unknown (no candidate left: score -inf).
+    """
+    if results.query_labels is None:
+        raise ValueError("open-set decisions need the query identities; these results have no query_labels")
+    query_labels = results.query_labels.cpu()
+    candidates = results.candidate_indices.cpu()
+    usable = candidates >= 0
+    if results.stats is not None:  # respects exclusions: leave-one-out self pairs, same-sequence images
+        known = results.stats.num_positives.cpu() > 0
+    else:
+        known = torch.isin(query_labels, torch.unique(results.gallery_labels.cpu())) & (query_labels >= 0)
+    if keep_gallery is not None:
+        keep_gallery = keep_gallery.cpu()
+        usable &= keep_gallery[candidates.clamp(min=0)]
+        known &= torch.isin(query_labels, results.gallery_labels.cpu()[keep_gallery])
+    first = usable.long().argmax(dim=1, keepdim=True)  # first usable slot (0 when none)
+    found = usable.any(dim=1)
+    scores = results.candidate_scores.cpu().double().gather(1, first).squeeze(1)
+    return {"query_labels": query_labels, "known": known,
+            "top1_labels": results.candidate_labels.cpu().gather(1, first).squeeze(1),
+            "scores": torch.where(found, scores, -math.inf)}
+
+
+def held_out_gallery_identities(*, query_labels: Tensor, gallery_labels: Tensor, fraction: float,
+                                seed: int = 0) -> Tensor:
+    """(G,) bool mask of the gallery images to keep when ``fraction`` of the identities shared by queries and
+    gallery are removed from the gallery, so that their queries become unknown individuals (at least one
+    identity is removed and one kept). Used to choose a threshold on a validation set without unknown queries."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"open_set_holdout={fraction} must be in (0, 1)")
+    query_labels, gallery_labels = query_labels.cpu(), gallery_labels.cpu()
+    shared = np.intersect1d(query_labels[query_labels >= 0].numpy(), gallery_labels.numpy())
+    if len(shared) < 2:
+        raise ValueError(f"only {len(shared)} validation identities are in the gallery; holding some out to choose "
+                         "the open-set threshold needs at least 2 (give more validation images, or pass "
+                         "--model.open_set_threshold)")
+    count = min(len(shared) - 1, max(1, round(fraction * len(shared))))
+    held = np.random.default_rng(seed).choice(shared, size=count, replace=False)
+    return ~torch.isin(gallery_labels, torch.from_numpy(held))
+
+
+def choose_threshold(*, query_labels: Tensor, known: Tensor, top1_labels: Tensor, scores: Tensor
+                     ) -> tuple[float, float]:
+    """The threshold maximising ``gmean = sqrt(BAKS * BAUS)`` on these queries, and that gmean.
+
+    Every cut between two consecutive distinct scores is tried (plus "all known" and "all new"); the threshold
+    returned is the midpoint of the best cut, so that it does not sit on a validation score. Ties between cuts go
+    to the lowest threshold. Needs known and unknown queries.
+    """
+    known = known.cpu().bool()
+    if not known.any() or known.all():
+        raise ValueError("choosing an open-set threshold needs both queries whose identity is in the gallery and "
+                         f"queries whose identity is not (got {int(known.sum())} known of {len(known)})")
+    query_labels, top1_labels = query_labels.cpu(), top1_labels.cpu()
+    scores = torch.nan_to_num(scores.cpu().double(), nan=-math.inf)
+    distinct = torch.unique(scores[torch.isfinite(scores)])  # ascending
+    # cut i accepts scores >= cuts[i]: below everything, between neighbours, above everything
+    cuts = torch.cat([distinct[:1] - 1, (distinct[1:] + distinct[:-1]) / 2, distinct[-1:] + 1]) \
+        if len(distinct) else torch.zeros(1, dtype=torch.float64)
+    accepted = scores[None, :] >= cuts[:, None]  # (T, Q)
+    right_known = accepted & (top1_labels == query_labels)[None, :]
+    _, known_id = torch.unique(query_labels[known], return_inverse=True)
+    _, unknown_id = torch.unique(query_labels[~known], return_inverse=True)
+    gmean = torch.sqrt(per_identity_mean(right_known[:, known], known_id)
+                       * per_identity_mean(~accepted[:, ~known], unknown_id))
+    best = int(torch.argmax(gmean))
+    return float(cuts[best]), float(gmean[best])
+
+
+# ---------------------------------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class OpenSetModel:
+    """How a top-1 answer is decided and how sure it is, fitted on labelled held-out queries.
+
+    Attributes:
+        threshold: lowest top-1 score answered as a known individual (below: ``new_individual``); None when
+            none could be chosen (the confidence still works).
+        score: what the scores are, for people (``"top-1 cosine score"``, ``"fused calibrated probability"``).
+        validation_gmean: sqrt(BAKS * BAUS) of the threshold on the queries it was chosen on.
+        named_right: calibration of P(a named answer is right | score).
+        new_right: calibration of P(the query is a new individual | score) (fitted on -score: increasing).
+        held_out: how unknown queries were made (empty when the validation split had some).
+    """
+
+    threshold: float | None
+    score: str
+    validation_gmean: float | None = None
+    named_right: Calibration | None = None
+    new_right: Calibration | None = None
+    held_out: str = ""
+
+    def with_threshold(self, threshold: float | None) -> OpenSetModel:
+        """This model with a fixed threshold (e.g. ``--model.open_set_threshold``); the calibration is kept."""
+        return self if threshold is None else replace(self, threshold=float(threshold), validation_gmean=None)
+
+    def is_new(self, scores: Tensor) -> Tensor:
+        """(Q,) bool: the answer is ``new_individual`` (score below the threshold, or NaN / no candidate)."""
+        if self.threshold is None:
+            raise ValueError("no open-set threshold: none could be chosen on validation; pass "
+                             "--model.open_set_threshold <score>")
+        return ~(scores.double() >= self.threshold)
+
+    def confidence(self, scores: Tensor, is_new: Tensor) -> Tensor:
+        """(Q,) calibrated probability that each answer is right: P(named individual right | score) for named
+        answers, P(new individual | score) for ``new_individual`` answers (NaN without calibration)."""
+        scores = torch.nan_to_num(scores.detach().cpu().double(), nan=-math.inf)
+        if self.named_right is None or self.new_right is None:
+            return torch.full(scores.shape, math.nan, dtype=torch.float64)
+        finite = scores.clamp(min=-1e30)  # calibrators extrapolate flat: -inf behaves as the lowest score
+        named = torch.as_tensor(self.named_right.predict(finite.numpy()), dtype=torch.float64)
+        new = torch.as_tensor(self.new_right.predict((-finite).numpy()), dtype=torch.float64)
+        return torch.where(is_new.cpu(), new, named)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values: the checkpoint entry and the content of ``threshold.json``."""
+        return {"open_set_threshold": self.threshold, "score": self.score, "validation_gmean": self.validation_gmean,
+                "held_out": self.held_out,
+                "named_right": None if self.named_right is None else self.named_right.to_dict(),
+                "new_right": None if self.new_right is None else self.new_right.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OpenSetModel:
+        def calibration(entry):
+            return None if entry is None else Calibration.from_dict(entry)
+
+        return cls(threshold=data.get("open_set_threshold"), score=data.get("score", "score"),
+                   validation_gmean=data.get("validation_gmean"), named_right=calibration(data.get("named_right")),
+                   new_right=calibration(data.get("new_right")), held_out=data.get("held_out", ""))
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON (``threshold.json``)."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> OpenSetModel:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def fit_open_set(results: RetrievalResults, *, score: str, holdout: float = 0.2, seed: int = 0) -> OpenSetModel:
+    """Choose the threshold and fit the confidence calibration on labelled held-out queries (validation).
+
+    The top-1 answers are read with :func:`decision_inputs`. Without unknown queries, ``holdout`` of the
+    identities are removed from the gallery (:func:`held_out_gallery_identities`) so that their queries become
+    unknown (in leave-one-out too: a removed identity's queries then have no image of their own left). The
+    threshold is left None (with the reason in ``held_out``) when the queries are all known or all unknown even
+    then; the calibration is fitted whenever there are answers of both kinds of correctness. Raises ValueError when
+    fewer than 2 identities could be held out.
+    """
+    inputs, held_out = decision_inputs(results), ""
+    if inputs["known"].all():
+        keep = held_out_gallery_identities(query_labels=results.query_labels, gallery_labels=results.gallery_labels,
+                                           fraction=holdout, seed=seed)
+        inputs = decision_inputs(results, keep_gallery=keep)
+        held_out = (f"{len(torch.unique(results.gallery_labels.cpu()[~keep.cpu()]))} validation identities held "
+                    "out of the gallery (no validation query was of an unknown identity)")
+    threshold = gmean = None
+    if inputs["known"].any() and not inputs["known"].all():
+        threshold, gmean = choose_threshold(**inputs)
+    elif not held_out:
+        held_out = "no threshold: the validation queries are all known or all unknown"
+    named_right, new_right = _fit_confidence(inputs)
+    return OpenSetModel(threshold, score, gmean, named_right, new_right, held_out)
+
+
+def _fit_confidence(inputs: dict[str, Tensor]) -> tuple[Calibration | None, Calibration | None]:
+    scores = torch.nan_to_num(inputs["scores"], nan=-math.inf).clamp(min=-1e30).numpy()
+    right = (inputs["known"] & (inputs["top1_labels"] == inputs["query_labels"])).numpy()
+    new = (~inputs["known"]).numpy()
+    if right.all() or not right.any() or new.all() or not new.any():
+        return None, None
+    return IsotonicCalibration().fit(scores, right), IsotonicCalibration().fit(-scores, new)
+
+
+# ---------------------------------------------------------------------------------------------- logging
+def answers_right(inputs: dict[str, Tensor], is_new: Tensor) -> Tensor:
+    """(Q,) bool: the answer is right (a named answer names the query's identity; ``new`` for an unknown)."""
+    named_right = inputs["known"] & (inputs["top1_labels"] == inputs["query_labels"])
+    return torch.where(is_new, ~inputs["known"], named_right & ~is_new)
+
+
+def open_set_log_values(results: RetrievalResults, model: OpenSetModel | None) -> dict[str, float]:
+    """Everything logged about the open-set answers of labelled results: ``open/<metric>`` (BAKS, BAUS, gmean,
+    ... when some queries are of identities absent from the gallery) and ``confidence_ece`` (expected calibration
+    error of the answers' confidence against their correctness, when the model is calibrated)."""
+    inputs = decision_inputs(results)
+    values: dict[str, float] = {}
+    threshold = None if model is None else model.threshold
+    if not inputs["known"].all():
+        values.update({f"open/{name}": value
+                       for name, value in open_set_metrics(**inputs, threshold=threshold).items()
+                       if not math.isnan(value)})
+    if model is not None and threshold is not None and model.named_right is not None:
+        is_new = model.is_new(inputs["scores"])
+        confidence = model.confidence(inputs["scores"], is_new)
+        values["confidence_ece"] = expected_calibration_error(confidence.numpy(),
+                                                              answers_right(inputs, is_new).numpy())
+    return values

@@ -6,80 +6,73 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..retrieval import RetrievalResults
+from .open_set import NEW_INDIVIDUAL, OpenSetModel
 
-NEW_INDIVIDUAL = "new_individual"
-PREDICTION_COLUMNS = ("path", "identity", "confidence", "is_new", "top5", "gallery_image")
+PREDICTION_COLUMNS = ("image_id", "path", "identity", "confidence", "score", "is_new", "top5", "gallery_image")
 
 
 @dataclass(frozen=True)
 class RankedAnswers:
-    """What ``predictions.csv`` is formed from: the new photos' candidates in answer order, whose
-    ``candidate_scores[:, 0]`` is each photo's confidence, and the threshold on that scale.
+    """What ``predictions.csv`` is formed from: the new photos' candidates in answer order and the open-set model
+    that reads their top-1 ``candidate_scores[:, 0]``.
 
     Attributes:
         results: (Q, K) candidates of the Q new photos, best first; only candidates whose scores are on the
-            confidence scale (e.g. the reranked shortlist).
-        threshold: lowest confidence answered as a known individual.
-        score: what the scores are, for people (e.g. ``"top-1 cosine score"``).
+            open-set model's scale (e.g. the reranked shortlist).
+        open_set: threshold and confidence calibration of that scale.
     """
 
     results: RetrievalResults
-    threshold: float
-    score: str
+    open_set: OpenSetModel
 
 
-@runtime_checkable
-class PredictionReranker(Protocol):
-    """Post-processes the gallery search of the new photos before ``predictions.csv`` is formed (a callback
-    such as ``LocalFeatureReranking`` implements it; ``ReIDModule`` asks the trainer's callbacks for one)."""
-
-    def rerank_predictions(self, results: RetrievalResults, query_dataset, gallery_dataset) -> RankedAnswers:
-        """results: search of the Q new photos (``query_dataset``) in ``gallery_dataset``."""
-
-
-def prediction_frame(results: RetrievalResults, *, paths: Sequence[str], gallery_paths: Sequence[str],
-                     threshold: float, confidence: torch.Tensor | None = None, top: int = 5) -> pd.DataFrame:
+def prediction_frame(answers: RankedAnswers, *, image_ids: Sequence[str], paths: Sequence[str],
+                     gallery_paths: Sequence[str], top: int = 5) -> pd.DataFrame:
     """The rows of ``predictions.csv``, in query order.
 
+    Columns: ``image_id``, ``path`` (as given), ``identity`` (the known individual, or ``new_individual``),
+    ``confidence`` (calibrated probability that this answer is right), ``score`` (the raw top-1 score the decision
+    thresholds), ``is_new``, ``top5`` (JSON list of the best distinct identities with their scores),
+    ``gallery_image`` (the top-1 gallery photo).
+
     Args:
-        results: search of the Q new photos in the gallery (candidates best first).
+        answers: the new photos' candidates and the open-set model.
+        image_ids: (Q,) id of every new photo.
         paths: (Q,) path of every new photo.
         gallery_paths: (G,) path of every gallery image.
-        threshold: lowest confidence answered as a known individual.
-        confidence: optional (Q,) confidence of the top-1 answer (e.g. a calibrated probability; default: the
-            top-1 score).
         top: identities listed in ``top5`` (distinct, best score first).
     """
-    if len(paths) != results.num_queries or len(gallery_paths) != len(results.gallery_labels):
-        raise ValueError(f"{len(paths)} paths for {results.num_queries} queries and {len(gallery_paths)} gallery "
-                         f"paths for {len(results.gallery_labels)} gallery images")
+    results = answers.results
+    if len(paths) != results.num_queries or len(image_ids) != results.num_queries \
+            or len(gallery_paths) != len(results.gallery_labels):
+        raise ValueError(f"{len(paths)} paths / {len(image_ids)} ids for {results.num_queries} queries and "
+                         f"{len(gallery_paths)} gallery paths for {len(results.gallery_labels)} gallery images")
     scores = results.candidate_scores.cpu()
-    top1 = confidence.cpu().double() if confidence is not None else scores[:, 0].double()
-    is_new = ~(top1 >= threshold)
+    top1 = scores[:, 0].double()
+    is_new = answers.open_set.is_new(top1)
     identities = results.candidate_identities
-    indices = results.candidate_indices.cpu()
     valid = results.candidate_valid.cpu()
     top_lists = []
     for row in range(results.num_queries):
-        best: dict[str, float] = {}
+        best: dict[str, float | None] = {}
         for slot in np.flatnonzero(valid[row].numpy()):
             score = float(scores[row, slot])  # NaN: a reranker could not score the pair; JSON has no NaN
             best.setdefault(str(identities[row, slot]), None if math.isnan(score) else round(score, 6))
             if len(best) == top:
                 break
         top_lists.append(json.dumps([[name, value] for name, value in best.items()]))
-    first = indices[:, 0]
+    first = results.candidate_indices.cpu()[:, 0]
     return pd.DataFrame({
+        "image_id": list(image_ids),
         "path": list(paths),
         "identity": np.where(is_new.numpy(), NEW_INDIVIDUAL, identities[:, 0]),
-        "confidence": top1.numpy(),
+        "confidence": answers.open_set.confidence(top1, is_new).numpy(),
+        "score": top1.numpy(),
         "is_new": is_new.numpy(),
         "top5": top_lists,
         "gallery_image": [gallery_paths[i] if i >= 0 else "" for i in first.tolist()],

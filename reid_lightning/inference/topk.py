@@ -10,7 +10,7 @@ import torch
 from ..eval.labels import factorize
 from ..eval.ranking import stable_topk
 from ..retrieval import RetrievalResults
-from ._ranking import as_database_labels, as_similarity, check_results
+from .checks import as_database_labels, as_similarity, check_results
 
 
 class TopkClassifier:

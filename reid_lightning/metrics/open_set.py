@@ -71,36 +71,7 @@ def open_set_metrics(*, query_labels: Tensor, known: Tensor, top1_labels: Tensor
     return values
 
 
-def choose_threshold(*, query_labels: Tensor, known: Tensor, top1_labels: Tensor, scores: Tensor
-                     ) -> tuple[float, float]:
-    """The threshold maximising ``gmean = sqrt(BAKS * BAUS)`` on these queries, and that gmean.
-
-    Every cut between two consecutive distinct scores is tried (plus "all known" and "all new"); the threshold
-    returned is the midpoint of the best cut, so that it does not sit on a validation score. Ties between cuts go
-    to the lowest threshold. Needs known and unknown queries.
-    """
-    known = known.cpu().bool()
-    if not known.any() or known.all():
-        raise ValueError("choosing an open-set threshold needs both queries whose identity is in the gallery and "
-                         f"queries whose identity is not (got {int(known.sum())} known of {len(known)})")
-    query_labels, top1_labels = query_labels.cpu(), top1_labels.cpu()
-    scores = torch.nan_to_num(scores.cpu().double(), nan=-math.inf)
-    distinct = torch.unique(scores[torch.isfinite(scores)])  # ascending
-    # cut i accepts scores >= cuts[i]: below everything, between neighbours, above everything
-    cuts = torch.cat([distinct[:1] - 1, (distinct[1:] + distinct[:-1]) / 2, distinct[-1:] + 1]) \
-        if len(distinct) else torch.zeros(1, dtype=torch.float64)
-    accepted = scores[None, :] >= cuts[:, None]  # (T, Q)
-    right_known = accepted & (top1_labels == query_labels)[None, :]
-    _, known_id = torch.unique(query_labels[known], return_inverse=True)
-    _, unknown_id = torch.unique(query_labels[~known], return_inverse=True)
-    baks = _per_identity_mean(right_known[:, known], known_id)
-    baus = _per_identity_mean(~accepted[:, ~known], unknown_id)
-    gmean = torch.sqrt(baks * baus)
-    best = int(torch.argmax(gmean))
-    return float(cuts[best]), float(gmean[best])
-
-
-def _per_identity_mean(correct: Tensor, identity: Tensor) -> Tensor:
+def per_identity_mean(correct: Tensor, identity: Tensor) -> Tensor:
     """correct (T, N) bool, identity (N,) in 0..I-1 -> (T,) mean over identities of per-identity accuracy."""
     num = int(identity.max()) + 1
     count = torch.bincount(identity, minlength=num).double()

@@ -12,6 +12,7 @@ from .losses import (
 )
 from .module import ReIDModule
 from .neck import ProjectionNeck
+from .optim import WarmupCosineLR
 
 __all__ = [
     "LOSS_NAMES",
@@ -23,6 +24,7 @@ __all__ = [
     "SoftmaxLoss",
     "SubCenterArcFaceLoss",
     "TripletLoss",
+    "WarmupCosineLR",
     "backbone_data_config",
     "build_loss",
     "create_backbone",

@@ -35,3 +35,24 @@ def load_state_dict_file(path: str | Path, *, what: str) -> dict[str, Tensor]:
     if not isinstance(state, dict):
         raise TypeError(f"{what} '{path}' holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def load_backbone_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Initialise ``model``'s ``backbone.*`` and ``neck.*`` weights from a checkpoint or state dict (``init_ckpt``):
+    a Lightning ``.ckpt`` of a ``ReIDModule``, or a bare backbone state dict (e.g. timm weights). The loss head is
+    not loaded, so a new species with new identities can be fine-tuned."""
+    checkpoint_path = Path(path).expanduser()
+    if not checkpoint_path.is_file():
+        raise FileNotFoundError(f"init_ckpt {path!r} does not exist; give a Lightning .ckpt or a state dict")
+    state = load_state_dict_file(checkpoint_path, what="init_ckpt")
+    wanted = {k: v for k, v in state.items() if k.startswith(("backbone.", "neck."))}
+    if not wanted:
+        wanted = {f"backbone.{k}": v for k, v in state.items()}
+    own = model.state_dict()
+    mismatched = [k for k, v in wanted.items() if k in own and own[k].shape != v.shape]
+    if mismatched:
+        raise ValueError(f"init_ckpt {path!r}: shapes differ for {mismatched[:5]}; is it the same backbone?")
+    result = model.load_state_dict(wanted, strict=False)
+    missing = [k for k in result.missing_keys if k.startswith(("backbone.", "neck."))]
+    if missing:
+        raise ValueError(f"init_ckpt {path!r} lacks {len(missing)} backbone/neck weights, e.g. {missing[:5]}")

@@ -373,6 +373,29 @@ def reliability_diagram(
     Returns:
         The expected calibration error.
     """
+    ece, counts, hit_rate, _ = _binned(scores, hits, num_bins)
+    filled = counts > 0
+
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6, 5))
+    width = 1.0 / num_bins
+    centres = (np.arange(num_bins)[filled] + 0.5) * width
+    bars = ax.bar(centres, hit_rate, width=width, edgecolor="black", color="skyblue", label="hit rate")
+    ax.bar_label(bars, labels=[str(count) for count in counts[filled]], fontsize="small")
+    ax.plot([0, 1], [0, 1], color="red", linestyle="--", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("Predicted probability")
+    ax.set_ylabel("Observed hit rate")
+    ax.set_title(f"{title} (ECE = {ece:.3f})")
+    ax.legend(loc="upper left")
+    return ece
+
+
+def _binned(scores: Any, hits: Any, num_bins: int) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """ECE and, per equal-width bin, the count, hit rate and mean probability (the last two of filled bins)."""
     if num_bins < 1:
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
     scores = _as_float(scores, "scores")
@@ -392,20 +415,10 @@ def reliability_diagram(
     hit_rate = np.bincount(bins, weights=hits, minlength=num_bins)[filled] / counts[filled]
     confidence = np.bincount(bins, weights=scores, minlength=num_bins)[filled] / counts[filled]
     ece = float(np.sum(np.abs(hit_rate - confidence) * counts[filled]) / scores.size)
+    return ece, counts, hit_rate, confidence
 
-    if ax is None:
-        import matplotlib.pyplot as plt
 
-        _, ax = plt.subplots(figsize=(6, 5))
-    width = 1.0 / num_bins
-    centres = (np.arange(num_bins)[filled] + 0.5) * width
-    bars = ax.bar(centres, hit_rate, width=width, edgecolor="black", color="skyblue", label="hit rate")
-    ax.bar_label(bars, labels=[str(count) for count in counts[filled]], fontsize="small")
-    ax.plot([0, 1], [0, 1], color="red", linestyle="--", label="perfect calibration")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("Predicted probability")
-    ax.set_ylabel("Observed hit rate")
-    ax.set_title(f"{title} (ECE = {ece:.3f})")
-    ax.legend(loc="upper left")
-    return ece
+def expected_calibration_error(scores: Any, hits: Any, num_bins: int = 10) -> float:
+    """ECE of probabilities ``scores`` against 0/1 ``hits`` (any equal shapes): the mean over equal-width bins
+    ``[i/n, (i+1)/n)`` (the last includes 1) of |hit rate - mean probability|, weighted by the bin's share."""
+    return _binned(scores, hits, num_bins)[0]

@@ -67,10 +67,11 @@ class PairwiseReranker:
         return min(self.shortlist, results.num_candidates)
 
     def pair_scores(self, results: RetrievalResults, query_dataset, gallery_dataset,
-                    query_positions: Tensor | None = None) -> dict[str, Tensor]:
+                    query_positions: Tensor | None = None, description: str | None = None) -> dict[str, Tensor]:
         """Every score type of the shortlist pairs, each ``(Q, B)`` float32 (NaN: not scored or empty slot).
 
-        ``query_positions (Q,)``: the dataset index of each results row (default: row i is query i).
+        ``query_positions (Q,)``: the dataset index of each results row (default: row i is query i);
+        ``description``: the phase named in progress bars (e.g. ``"test"``).
         """
         shortlist = self._check(results)
         candidates = results.candidate_indices[:, :shortlist].cpu()
@@ -80,7 +81,8 @@ class PairwiseReranker:
         scores: dict[str, Tensor] = {}
         if self.include_global:
             scores[GLOBAL_SCORE] = results.candidate_scores[:, :shortlist].float().cpu().masked_fill(~valid, np.nan)
-        for scorer in tqdm(self.scorers, desc="pair scorers", disable=not self.progress or len(self.scorers) < 2,
+        label = f"{description}: pair scorers" if description else "pair scorers"
+        for scorer in tqdm(self.scorers, desc=label, disable=not self.progress or len(self.scorers) < 2,
                            leave=False):
             for name, values in scorer.score(query_dataset, gallery_dataset, pairs).items():
                 full = torch.full(candidates.shape, float("nan"))
@@ -131,12 +133,17 @@ class PairwiseReranker:
     def fit_scores(self, results: RetrievalResults, query_dataset, gallery_dataset, *, max_queries: int | None = None,
                    seed: int = 0) -> tuple[RetrievalResults, dict[str, Tensor]]:
         """The queries :meth:`fit` uses (at most ``max_queries``, a seeded random subset) and their pair scores."""
-        keep = torch.arange(results.num_queries)
-        if max_queries is not None and results.num_queries > max_queries:
-            generator = torch.Generator().manual_seed(seed)
-            keep = torch.randperm(results.num_queries, generator=generator)[:max_queries].sort().values
+        keep = self.calibration_subset(results.num_queries, max_queries=max_queries, seed=seed)
         subset = results.select(keep)
         return subset, self.pair_scores(subset, query_dataset, gallery_dataset, query_positions=keep)
+
+    @staticmethod
+    def calibration_subset(num_queries: int, *, max_queries: int | None = None, seed: int = 0) -> Tensor:
+        """Positions of the queries :meth:`fit` uses: all, or a seeded random ``max_queries`` of them (sorted)."""
+        if max_queries is None or num_queries <= max_queries:
+            return torch.arange(num_queries)
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randperm(num_queries, generator=generator)[:max_queries].sort().values
 
     def fit_calibrators(self, scores: Mapping[str, Tensor], *, hits: Tensor) -> PairwiseReranker:
         """Fit one calibrator per score type on ``(Q, B)`` pair scores and ``hits (Q, >= B)`` of their pairs."""

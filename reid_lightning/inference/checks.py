@@ -1,4 +1,5 @@
-"""Input checks shared by the classifiers: database labels, similarity matrices, retrieval results."""
+"""Input checks shared by the classifiers (database labels, similarity matrices, retrieval results) and the ranked
+chunks of a similarity matrix they vote on."""
 
 from __future__ import annotations
 

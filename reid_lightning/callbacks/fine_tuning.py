@@ -1,0 +1,93 @@
+"""Fine-tuning a pretrained backbone: the zero-shot baseline every fit is compared with, and a frozen start."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+
+ZERO_SHOT_PREFIX = "val/zero_shot/"
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+class ZeroShotBaseline(Callback):
+    """Logs the validation metrics of the model as it starts a fit (``val/zero_shot/top1``, ``.../mAP``, ...), before
+    any training step, and warns at the end when the fine-tuned model is worse than that start on ``monitor``: a
+    fine-tune that ends below zero-shot is a failed recipe (learning rate too high, too few epochs, ...).
+
+    The metrics are those of ``validate`` on the same images (the module's own embedding, search and metrics);
+    skipped when resuming a run (the start was measured by the run resumed) and without validation images.
+    """
+
+    def __init__(self, enabled: bool = True, monitor: str = "val/mAP") -> None:
+        """
+        Args:
+            enabled: measure the zero-shot baseline at the start of ``fit``.
+            monitor: the metric compared at the end of ``fit`` with its zero-shot value.
+        """
+        self.enabled = enabled
+        self.monitor = monitor
+        self.metrics: dict[str, float] = {}
+        """The zero-shot validation metrics of the last fit (names without the ``val/`` prefix)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.metrics = {}
+        if not self.enabled or trainer.global_step > 0 or not hasattr(trainer.datamodule, "val_dataloader"):
+            return
+        loaders = trainer.datamodule.val_dataloader()
+        if not loaders:
+            return
+        groups = trainer.datamodule.eval_groups("val")
+        query, query_labels = pl_module.embed(loaders[0], description="zero-shot (validation): embedding queries",
+                                              progress=trainer.is_global_zero)
+        leave_one_out = len(loaders) == 1
+        gallery, gallery_labels = (query, query_labels) if leave_one_out else pl_module.embed(
+            loaders[1], description="zero-shot (validation): embedding gallery", progress=trainer.is_global_zero)
+        results = pl_module.search(query, gallery, query_labels=query_labels, gallery_labels=gallery_labels,
+                                   query_groups=torch.as_tensor(groups[0]), gallery_groups=torch.as_tensor(groups[-1]),
+                                   leave_one_out=leave_one_out)
+        self.metrics = {name: float(value) for name, value in results.metrics(top_k=pl_module.hparams.top_k).items()}
+        for name, value in self.metrics.items():
+            pl_module.log(f"{ZERO_SHOT_PREFIX}{name}", value, sync_dist=False)
+        rank_zero_info("zero-shot (before training) validation: "
+                       + ", ".join(f"{name} {value:.4f}" for name, value in self.metrics.items()
+                                   if name in ("top1", "top5", "mAP", "maxF1")))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        name = self.monitor.removeprefix("val/")
+        start, end = self.metrics.get(name), trainer.callback_metrics.get(self.monitor)
+        if start is None or end is None or math.isnan(float(end)):
+            return
+        if float(end) < start:
+            rank_zero_warn(f"the fine-tuned model ends below its zero-shot start: {self.monitor} {float(end):.4f} "
+                           f"after training vs {start:.4f} before (val/zero_shot/{name}). The recipe destroyed what "
+                           "pretraining learned: lower the learning rate (--optimizer.init_args.lr, "
+                           "--model.backbone_lr_scale), add warmup, or train longer; or use the pretrained model "
+                           "as it is")
+
+
+class FreezeBackbone(Callback):
+    """Trains only the new parts (neck, loss weights) during the first ``epochs`` epochs: the backbone's parameters
+    get no gradient (the optimizer leaves them untouched) and its normalisation layers keep their statistics."""
+
+    def __init__(self, epochs: int = 1) -> None:
+        """
+        Args:
+            epochs: epochs at the start of the fit with the backbone frozen.
+        """
+        if epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        self.epochs = epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        frozen = trainer.current_epoch < self.epochs
+        backbone: nn.Module = pl_module.backbone
+        backbone.requires_grad_(not frozen)
+        if frozen:
+            for module in backbone.modules():
+                if isinstance(module, BATCH_NORMS):
+                    module.eval()
