@@ -209,7 +209,7 @@ def resolve_weights(
     if spec.shipped and shipped is None:
         searched.append(f"pip package {spec.shipped.distribution}: not installed")
     failures = []
-    if download:
+    if download and spec.urls:
         hub_dir.mkdir(parents=True, exist_ok=True)
         target = hub_dir / spec.file_name
         for url in spec.urls:
