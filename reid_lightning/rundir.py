@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -29,16 +29,33 @@ def run_log_dir(trainer) -> Path:
     return log_dir
 
 
+def new_temp_file(folder: Path, prefix: str, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create a new, empty file ``<folder>/<prefix><random><suffix>`` and return its open descriptor and path.
+
+    Unlike ``tempfile.mkstemp`` (always ``0600``) the file gets the mode ``open(path, "w")`` would give (``0666``
+    less the umask, or the folder's default ACL), so a file later renamed or linked into place is as readable
+    as any other file the user writes.
+    """
+    for _ in range(100):
+        path = Path(folder) / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {folder}")
+
+
 def write_new_file(path: Path, data: bytes) -> Path:
     """Write ``data`` atomically to ``path``, or to ``<stem>-1<suffix>``, ``-2`` ... when ``path`` exists.
 
     The bytes go to a temporary file in the same folder first and are then linked to the first free name, so
     a reader never sees a partial file and an existing file, also one written concurrently, is never replaced.
+    The file gets the usual mode of a new file (``0666`` less the umask; see :func:`new_temp_file`).
 
     Returns:
         The path written.
     """
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp = new_temp_file(path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)

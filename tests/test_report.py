@@ -1,8 +1,11 @@
 """The retrieval report: streamed score histograms, PR and CMC curves, query picking, per-query table (hand-made
 results with hand-computed expectations), and the PNG + report.html fallback of the RetrievalReport callback."""
 
+import os
 import re
+import stat
 from dataclasses import replace
+from html import escape
 
 import lightning as L
 import numpy as np
@@ -18,6 +21,7 @@ from reid_lightning.features import SiftExtractor
 from reid_lightning.models import ReIDModule
 from reid_lightning.report import (
     PANELS,
+    Caption,
     Curve,
     GalleryLayout,
     ReportInputs,
@@ -113,7 +117,9 @@ def test_pick_queries_worst_first_then_random_others():
 
 def test_query_frame_rows_lowest_ap_first():
     frame = query_frame(three_query_results())
-    assert frame["query"].tolist() == [2, 1, 0]
+    assert frame["query_index"].tolist() == [2, 1, 0]
+    assert frame["query"].tolist() == ["2", "1", "0"]  # no dataset to name the images by: their positions
+    assert frame["top1"].tolist() == ["1", "0", "0"]
     assert frame["first_correct_rank"].tolist() == [0, 3, 1]  # 0: no gallery image of the individual
     assert frame["ap"].tolist() == pytest.approx([0.0, 1 / 3, 1.0])
     assert frame["identity"].tolist() == ["5", "b", "a"]
@@ -137,16 +143,19 @@ def test_register_panel_adds_a_panel_and_refuses_duplicates(monkeypatch):
     monkeypatch.setattr("reid_lightning.report.panels.PANELS", dict(PANELS))
     from reid_lightning.report import panels
 
-    @register_panel("thresholds")
+    @register_panel("thresholds", captions={"thresholds": Caption("Open-set thresholds", "BAKS per threshold.")})
     def thresholds(inputs, settings):
         return {"thresholds": Curve(pd.DataFrame({"t": [0.0, 1.0], "baks": [1.0, 0.5]}), "t", "baks", "BAKS")}
 
     report = build_report(ReportInputs(three_query_results(), None, None), ReportSettings(),
                           panels=["cmc", "thresholds"])
     assert set(report.curves) == {"thresholds", "cmc_curve_data"} and set(report.figures) == {"cmc_curve"}
+    assert report.caption("thresholds") == Caption("Open-set thresholds", "BAKS per threshold.")
     assert "thresholds" in panels.PANELS
     with pytest.raises(ValueError, match="already registered"):
-        register_panel("thresholds")(thresholds)
+        register_panel("thresholds", captions={"thresholds": Caption("t", "c")})(thresholds)
+    with pytest.raises(ValueError, match="needs a caption"):
+        register_panel("uncaptioned", captions={})
     with pytest.raises(ValueError, match="unknown report panels"):
         build_report(ReportInputs(three_query_results(), None, None), ReportSettings(), panels=["nope"])
 
@@ -168,19 +177,20 @@ def datamodule(tmp_path):
                           val_ratio=0.2, test_ratio=0.3, batch_size=8)
 
 
+def declared_caption(item: str) -> Caption:
+    """The caption the registered panels declare for report item ``item`` (exactly one must)."""
+    (caption,) = [c for c in (panel.caption(item) for panel in PANELS.values()) if c is not None]
+    return caption
+
+
 def test_report_files_after_reranked_test(tmp_path):
     torch.manual_seed(0)
     top_k = 3
-    # a real local scorer (its matches are drawn) beside the oracle, which outweighs it in the fusion
-    sift = PairScorer(extractor=SiftExtractor(max_num_keypoints=64, progress=False),
-                      matcher=MatchDescriptors(progress=False), image_size=48, cache_dir=tmp_path / "cache")
-    reranking = LocalFeatureReranking(scorers=[OracleScorer(), sift], shortlist=4, weights={"oracle": 10.0},
-                                      save_dir=str(tmp_path / "cal"))
-    report = RetrievalReport(top_k=top_k, worst_queries=2, random_queries=1, match_pairs=2, write_files=True)
-    model = ReIDModule(backbone="resnet10t", pretrained=False)
-    trainer = L.Trainer(callbacks=[report, reranking], logger=False, enable_progress_bar=False,
-                        default_root_dir=tmp_path, accelerator="cpu")
-    trainer.test(model, datamodule=datamodule(tmp_path))
+    old_umask = os.umask(0o027)  # neither mkstemp's 0600 nor the usual 0644: the mode must follow the umask
+    try:
+        report, reranking, model, data = reranked_test_report(tmp_path, top_k)
+    finally:
+        os.umask(old_umask)
 
     html_path = report.last_html
     assert html_path == tmp_path / "report" / "test-epoch000" / "report.html"
@@ -219,12 +229,51 @@ def test_report_files_after_reranked_test(tmp_path):
 
     frame = pd.read_csv(html_path.parent / "queries.csv")
     assert len(frame) == results.num_queries
-    expected_rank = (results.stats.best_rank.cpu() + 1).clamp(min=0)[torch.tensor(frame["query"].tolist())]
+    expected_rank = (results.stats.best_rank.cpu() + 1).clamp(min=0)[torch.tensor(frame["query_index"].tolist())]
     assert frame["first_correct_rank"].tolist() == expected_rank.tolist()
     assert frame["ap"].is_monotonic_increasing
     cmc = pd.read_csv(html_path.parent / "cmc_curve_data.csv")
     # the oracle puts a positive first wherever the shortlist holds one: reranked top-1 = global top-4
     assert cmc["top_k_reranked"][0] == pytest.approx(cmc["top_k_global"][3])
+
+    # readable: every item under its panel's plain title and caption, never under its bare name
+    items = ["retrieval_gallery", "score_histograms", "pr_curve", "cmc_curve", "reliability/global",
+             "reliability/oracle", "reliability/sift_MatchDescriptors", "matches/sift_MatchDescriptors", "queries"]
+    for item in items:
+        caption = declared_caption(item)
+        assert f"<h2>{escape(caption.title)}</h2>" in html and escape(caption.text) in html
+        assert f"<h2>{item}</h2>" not in html
+    assert "sift_MatchDescriptors" in declared_caption("matches/sift_MatchDescriptors").title
+    # counts are whole numbers; rates keep 4 decimals
+    assert f"<td>test/num_queries</td><td>{results.num_queries}</td>" in html
+    assert re.search(r"<td>test/mAP</td><td>\d\.\d{4}</td>", html)
+    # queries are named by image_id (and file), their top-1 by the gallery image's image_id, not by position
+    query_data, gallery_data = data.eval_datasets("test")[0], data.eval_datasets("test")[-1]
+    rows = frame["query_index"].tolist()
+    assert frame["query"].tolist() == query_data.metadata["image_id"].iloc[rows].tolist()
+    assert frame["query_file"].tolist() == query_data.metadata["path"].iloc[rows].tolist()
+    top1 = results.candidate_indices[rows, 0].tolist()
+    assert frame["top1"].tolist() == gallery_data.metadata["image_id"].iloc[top1].tolist()
+    assert all(name.startswith("ind_") for name in frame["query"])  # the synthetic set's image_ids
+    # every written file is as readable as any other the user writes (0666 less the umask 0027)
+    for path in html_path.parent.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path.name
+
+
+def reranked_test_report(tmp_path, top_k: int):
+    """A test run with reranking by the oracle and SIFT and a RetrievalReport writing its files."""
+    # a real local scorer (its matches are drawn) beside the oracle, which outweighs it in the fusion
+    sift = PairScorer(extractor=SiftExtractor(max_num_keypoints=64, progress=False),
+                      matcher=MatchDescriptors(progress=False), image_size=48, cache_dir=tmp_path / "cache")
+    reranking = LocalFeatureReranking(scorers=[OracleScorer(), sift], shortlist=4, weights={"oracle": 10.0},
+                                      save_dir=str(tmp_path / "cal"))
+    report = RetrievalReport(top_k=top_k, worst_queries=2, random_queries=1, match_pairs=2, write_files=True)
+    model = ReIDModule(backbone="resnet10t", pretrained=False)
+    trainer = L.Trainer(callbacks=[report, reranking], logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path, accelerator="cpu")
+    data = datamodule(tmp_path)
+    trainer.test(model, datamodule=data)
+    return report, reranking, model, data
 
 
 def test_report_every_n_validation_epochs_and_the_last(tmp_path):

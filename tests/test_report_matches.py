@@ -51,12 +51,13 @@ class GreyLevelMatcher(MatchPairs):
 
 
 def grey_dataset(folder) -> ImageDataset:
-    """One flat 48 x 48 grey image per level (resized to ``SIZE`` by the scorer); identities a, a, b, b, c."""
+    """One flat 48 x 48 grey image per level (resized to ``SIZE`` by the scorer); identities a, a, b, b, c;
+    image_ids grey-0 ... grey-4."""
     folder.mkdir()
     rows = []
     for index, level in enumerate(LEVELS):
         Image.new("RGB", (48, 48), (round(255 * level),) * 3).save(folder / f"{index}.png")
-        rows.append({"path": f"{index}.png", "identity": "aabbc"[index]})
+        rows.append({"image_id": f"grey-{index}", "path": f"{index}.png", "identity": "aabbc"[index]})
     return ImageDataset(pd.DataFrame(rows), root=folder, transform=T.ToTensor())
 
 
@@ -119,10 +120,12 @@ def test_match_panel_draws_each_match_at_its_keypoints_in_its_confidence_colour(
             x, y = ax.transData.transform((start + end) / 2)
             pixel = pixels[pixels.shape[0] - 1 - int(y), int(x)]
             assert np.abs(pixel - np.asarray(colormap(confidence))[:3]).max() < 0.15
-        # the title names both images and identities, the match count and whether the candidate is right
+        # the title names both images (by image_id) and identities, the match count and whether the candidate
+        # is right
         title = ax.get_title()
         identity = {0: "a", 2: "b", 3: "b"}
-        assert f"query {query} ({identity[query]})" in title and f"gallery {candidate} ({identity[candidate]})" in title
+        assert title.split("\n")[0] == (f"grey-{query} ({identity[query]}) | reranked #1: "
+                                        f"grey-{candidate} ({identity[candidate]})")
         correct = identity[query] == identity[candidate]
         assert title.split("\n")[1] == f"3 matches, {'correct' if correct else 'incorrect'}"
         assert to_rgba(ax.title.get_color())[:3] == pytest.approx(np.array(CORRECT if correct else WRONG) / 255)

@@ -14,6 +14,7 @@ from helpers import single_thread  # noqa: F401 (autouse fixture: one intra-op t
 from reid_lightning.callbacks import RetrievalReport
 from reid_lightning.data import ReIDDataModule
 from reid_lightning.models import ReIDModule
+from reid_lightning.report import PANELS
 
 wandb = pytest.importorskip("wandb")
 
@@ -105,10 +106,13 @@ def test_offline_wandb_run_holds_gallery_tables_and_curves(tmp_path, monkeypatch
     num_test_queries = model.evaluation_results().num_queries
     for stage in ("val", "test"):
         prefix = f"report/{stage}"
-        for figure in ("retrieval_gallery", "score_histograms", "pr_curve", "cmc_curve"):
+        panel_of = {"retrieval_gallery": "gallery", "score_histograms": "scores", "pr_curve": "scores",
+                    "cmc_curve": "cmc"}
+        for figure in panel_of:
             image = values[f"{prefix}/{figure}"]
             assert image["_type"] == "image-file" and image["format"] == "png"
             assert (run_file.parent / "files" / image["path"]).is_file()
+            assert image["caption"].startswith(PANELS[panel_of[figure]].caption(figure).title)  # not the bare name
         for table in ("queries", "embeddings", "pr_curve_data_table", "cmc_curve_data_table"):
             assert values[f"{prefix}/{table}"]["_type"] == "table-file"
     assert values["report/test/queries"]["nrows"] == num_test_queries

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..data.dataset import ImageDataset
+from ..rundir import new_temp_file
 
 METADATA_COLUMNS = ("image_id", "identity", "path", "bbox")
 
@@ -52,10 +52,12 @@ class GalleryCache:
     def save(self, key: str, embeddings: Tensor) -> Path:
         """Write atomically (a concurrent reader sees the old file or the whole new one)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=self.folder, prefix=".gallery-", suffix=".tmp")
+        handle, temp = new_temp_file(self.folder, prefix=".gallery-")
+        mode = os.fstat(handle).st_mode & 0o7777
         os.close(handle)
         try:
             save_file({"embeddings": embeddings.detach().cpu().contiguous()}, temp)
+            os.chmod(temp, mode)  # save_file writes a file of its own (0600): give it a new file's usual mode
             os.replace(temp, self.path(key))
         finally:
             if os.path.exists(temp):

@@ -6,14 +6,27 @@ from .distributions import ScoreDistributions, cmc_curve, score_distributions
 from .files import write_report_files
 from .gallery import GalleryLayout, gallery_image, pick_queries
 from .matches import match_figure, match_segments, side_by_side
-from .panels import PANELS, Curve, Report, ReportInputs, ReportSettings, build_report, register_panel
+from .names import image_files, image_names
+from .panels import (
+    PANELS,
+    Caption,
+    Curve,
+    RegisteredPanel,
+    Report,
+    ReportInputs,
+    ReportSettings,
+    build_report,
+    register_panel,
+)
 from .tables import embedding_sample, query_frame
 from .wandb_log import log_report_to_wandb
 
 __all__ = [
     "PANELS",
+    "Caption",
     "Curve",
     "GalleryLayout",
+    "RegisteredPanel",
     "Report",
     "ReportInputs",
     "ReportSettings",
@@ -22,6 +35,8 @@ __all__ = [
     "cmc_curve",
     "embedding_sample",
     "gallery_image",
+    "image_files",
+    "image_names",
     "log_report_to_wandb",
     "match_figure",
     "match_segments",

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import takewhile
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from ..retrieval import RetrievalResults
+from .names import image_names, shorten
 
 CORRECT, WRONG, QUERY = (26, 152, 80), (215, 48, 39), (69, 117, 180)
 BACKGROUND, TEXT = (255, 255, 255), (0, 0, 0)
@@ -48,14 +50,14 @@ class GalleryLayout:
     """Pixel geometry of a gallery: a header line, then one row of cells per query.
 
     Column 0 is the query; ranking ``r`` (0-based) fills columns ``1 + r * top_k ...``, preceded by a gap.
-    Each cell is a caption above a ``thumbnail_size`` square framed by ``border`` pixels.
+    Each cell is a three-line caption above a ``thumbnail_size`` square framed by ``border`` pixels.
     """
 
     rankings: int
     top_k: int
     thumbnail_size: int
     border: int = 4
-    caption: int = 26
+    caption: int = 38
     gap: int = 12
     header: int = 16
 
@@ -85,8 +87,9 @@ def gallery_image(queries: Sequence[int], rankings: dict[str, RetrievalResults],
     """One row per query: the query image, then the top-``top_k`` candidates of every ranking in ``rankings``
     (e.g. ``{"global": ..., "reranked": ...}``) side by side.
 
-    Each candidate is captioned with its rank, identity and score and framed green (same individual as the
-    query) or red; the query is framed blue and captioned with its identity and AP.
+    Each candidate is captioned with its rank, score, identity and name (:func:`~.names.image_names`: image_id
+    or file) and framed green (same individual as the query) or red; the query is framed blue and captioned
+    with its name, identity and AP.
     """
     names = list(rankings)
     reference = rankings[names[0]]
@@ -94,32 +97,37 @@ def gallery_image(queries: Sequence[int], rankings: dict[str, RetrievalResults],
     canvas = Image.new("RGB", layout.size(len(queries)), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=10)
+    draw.text((layout.frame_box(0, 0)[0], 2), "query", fill=TEXT, font=font)
     for block, name in enumerate(names):
         draw.text((layout.frame_box(0, 1 + block * top_k)[0], 2), f"{name} ranking", fill=TEXT, font=font)
     query_names = reference.names(reference.query_labels.cpu()) if reference.query_labels is not None else None
-    for row, query in enumerate(int(q) for q in queries):
-        ap = "" if reference.stats is None else f", AP={float(reference.stats.ap[query]):.2f}"
+    queries = [int(q) for q in queries]
+    for row, (query, photo) in enumerate(zip(queries, image_names(query_dataset, queries), strict=True)):
+        ap = "" if reference.stats is None else f"AP={float(reference.stats.ap[query]):.2f}"
         identity = query_names[query] if query_names is not None else "?"
         _cell(canvas, draw, font, layout.frame_box(row, 0), thumbnail(query_dataset, query, thumbnail_size),
-              f"query {query}\n{identity}{ap}", QUERY, layout)
+              [photo, identity, ap], QUERY, layout, name_line=0)
         for block, name in enumerate(names):
             results = rankings[name]
             candidates = results.candidate_indices[query].cpu()
             scores = results.candidate_scores[query].cpu()
             identities = results.candidate_identities[query]
             hits = results.hits[query].cpu() if results.query_labels is not None else None
-            for slot in range(min(top_k, len(candidates))):
-                if candidates[slot] < 0:
-                    break
+            shown = list(takewhile(lambda index: index >= 0, candidates[:top_k].tolist()))  # -1: no candidate
+            for slot, (index, photo) in enumerate(zip(shown, image_names(gallery_dataset, shown), strict=True)):
                 color = TEXT if hits is None else (CORRECT if hits[slot] else WRONG)
                 _cell(canvas, draw, font, layout.frame_box(row, 1 + block * top_k + slot),
-                      thumbnail(gallery_dataset, int(candidates[slot]), thumbnail_size),
-                      f"#{slot + 1}: {float(scores[slot]):.3f}\n{identities[slot]}", color, layout)
+                      thumbnail(gallery_dataset, index, thumbnail_size),
+                      [f"#{slot + 1}: {float(scores[slot]):.3f}", str(identities[slot]), photo], color, layout,
+                      name_line=2)
     return canvas
 
 
 def _cell(canvas: Image.Image, draw: ImageDraw.ImageDraw, font, box: tuple[int, int, int, int],
-          image: Image.Image, caption: str, color: tuple[int, int, int], layout: GalleryLayout) -> None:
+          image: Image.Image, caption: list[str], color: tuple[int, int, int], layout: GalleryLayout, *,
+          name_line: int) -> None:
+    """One framed thumbnail under its caption lines. The image name (line ``name_line``) is cut at its start:
+    names of one dataset share their beginning (folder, prefix) and differ at the end."""
     left, top = box[:2]
     draw.rectangle(box, fill=color)
     inner = layout.thumbnail_size
@@ -128,5 +136,5 @@ def _cell(canvas: Image.Image, draw: ImageDraw.ImageDraw, font, box: tuple[int, 
     offset = ((inner - image.width) // 2, (inner - image.height) // 2)
     canvas.paste(image, (left + layout.border + offset[0], top + layout.border + offset[1]))
     width = max(4, layout.cell_width // 6)  # characters of the default font that fit the cell
-    lines = [line if len(line) <= width else line[: width - 1] + "…" for line in caption.split("\n")]
+    lines = [shorten(line, width, keep_end=i == name_line) for i, line in enumerate(caption)]
     draw.multiline_text((left, top - layout.caption + 1), "\n".join(lines), fill=TEXT, font=font, spacing=1)

@@ -16,13 +16,16 @@ from torch import Tensor
 
 from ..similarity import MatchedPair, PairScorer
 from .gallery import CORRECT, WRONG, pick_queries
-from .panels import ReportInputs, ReportSettings, register_panel
+from .names import image_names, shorten
+from .panels import Caption, ReportInputs, ReportSettings, register_panel
 
 CONFIDENCE_COLORMAP = "viridis"
 CONFIDENCE_RANGE = Normalize(0.0, 1.0)
 """Fixed [0, 1] colour scale (the matchers' confidence range), so a colour means the same in every picture."""
 GAP = 4
 """White pixels between the query and the candidate image."""
+NAME_WIDTH = 32
+"""Characters of an image name in a row title (the end is kept); two names and identities fit the row."""
 
 
 def side_by_side(query_image: Tensor, gallery_image: Tensor, gap: int = GAP) -> tuple[np.ndarray, int]:
@@ -93,7 +96,11 @@ def _rgb(color: tuple[int, int, int]) -> tuple[float, float, float]:
     return tuple(channel / 255 for channel in color)
 
 
-@register_panel("matches")
+@register_panel("matches", captions={"matches/{scorer}": Caption(
+    "What {scorer} matched between a photo and its reranked best match (keypoint matches)",
+    "Each line joins two spots the matcher found alike, coloured by its confidence (colour bar); many confident "
+    "lines on the animal's markings, not on the background, support the match. Row title green: the same "
+    "animal, red: another.")})
 def match_panels(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Figure]:
     """Per local scorer: a few shown queries beside their reranked top-1 candidate with the keypoint matches."""
     scorers = [scorer for scorer in inputs.scorers if isinstance(scorer, PairScorer)]
@@ -113,13 +120,17 @@ def match_panels(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Fi
         colors = [_rgb(CORRECT if hit else WRONG) for hit in correct]
     else:
         query_names, verdicts, colors = ["?"] * len(queries), ["identity unknown"] * len(queries), None
+    query_images = image_names(inputs.query_dataset, queries)
+    candidate_images = image_names(inputs.gallery_dataset, candidates.tolist())
     figures = {}
     for scorer in scorers:
         matched = scorer.matches(inputs.query_dataset, inputs.gallery_dataset, pairs)
-        captions = [f"query {query} ({query_name}) | reranked #1: gallery {int(candidate)} ({candidate_name})\n"
+        captions = [f"{shorten(query_image, NAME_WIDTH, keep_end=True)} ({query_name}) | reranked #1: "
+                    f"{shorten(candidate_image, NAME_WIDTH, keep_end=True)} ({candidate_name})\n"
                     f"{len(pair.confidence)} matches, {verdict}"
-                    for query, query_name, candidate, candidate_name, pair, verdict
-                    in zip(queries, query_names, candidates, candidate_names, matched, verdicts, strict=True)]
+                    for query_image, query_name, candidate_image, candidate_name, pair, verdict
+                    in zip(query_images, query_names, candidate_images, candidate_names, matched, verdicts,
+                           strict=True)]
         figures[f"matches/{scorer.name}"] = match_figure(
             matched, captions, caption_colors=colors,
             title=f"{scorer.name}: keypoint matches, query | reranked top-1")

@@ -1,11 +1,13 @@
 """Report panels: functions of :class:`ReportInputs` returning named figures, tables and curves.
 
-A panel is registered by name with :func:`register_panel`; the report draws every registered panel whose name
-the callback selects, so a new panel (e.g. open-set thresholds) is one decorated function in its own module.
+A panel is registered by name with :func:`register_panel`, together with the title and caption of every item it
+draws; the report draws every registered panel whose name the callback selects, so a new panel (e.g. open-set
+thresholds) is one decorated function in its own module.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -65,24 +67,39 @@ class ReportSettings:
 
 @dataclass(frozen=True)
 class Curve:
-    """An x-y curve as a table (logged as a W&B line plot, written as CSV)."""
+    """An x-y curve as a table (logged as a W&B line plot, written as CSV); ``title`` is the plot's title when
+    the panel declares no caption for the curve."""
 
     frame: pd.DataFrame
     x: str
     y: str
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Caption:
+    """What a reader sees above a report item: a plain ``title`` and a one-line ``text`` saying what the item
+    shows and how to read it."""
+
     title: str
+    text: str
 
 
 @dataclass
 class Report:
     """Named panel outputs: pictures (matplotlib figures or PIL images), tables (optionally with an image
-    column of ``(H, W, 3)`` uint8 arrays) and curves."""
+    column of ``(H, W, 3)`` uint8 arrays) and curves, with the caption each item's panel declares."""
 
     figures: dict[str, Figure | Image.Image] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     curves: dict[str, Curve] = field(default_factory=dict)
+    captions: dict[str, Caption] = field(default_factory=dict)
 
-    def add(self, name: str, item: PanelItem) -> None:
+    def caption(self, name: str) -> Caption | None:
+        """The caption of item ``name``; None when its panel declared none."""
+        return self.captions.get(name)
+
+    def add(self, name: str, item: PanelItem, caption: Caption | None = None) -> None:
         if isinstance(item, Figure | Image.Image):
             self.figures[name] = item
         elif isinstance(item, Curve):
@@ -92,19 +109,53 @@ class Report:
         else:
             raise TypeError(f"report item {name!r} is a {type(item).__name__}; panels return figures, PIL images, "
                             "DataFrames or Curves")
+        if caption is not None:
+            self.captions[name] = caption
 
 
 PanelItem = Figure | Image.Image | pd.DataFrame | Curve
 Panel = Callable[[ReportInputs, ReportSettings], Mapping[str, PanelItem]]
-PANELS: dict[str, Panel] = {}
 
 
-def register_panel(name: str) -> Callable[[Panel], Panel]:
-    """Decorator adding a panel to :data:`PANELS` under ``name``."""
+@dataclass(frozen=True)
+class RegisteredPanel:
+    """A panel with the captions of the items it draws (called like the panel itself).
+
+    ``captions`` maps an item name to its caption; a ``{field}`` in a name matches any text there (an item per
+    score or scorer, e.g. ``reliability/{score}``) and is filled into the title and text.
+    """
+
+    draw: Panel
+    captions: Mapping[str, Caption]
+
+    def __call__(self, inputs: ReportInputs, settings: ReportSettings) -> Mapping[str, PanelItem]:
+        return self.draw(inputs, settings)
+
+    def caption(self, item: str) -> Caption | None:
+        """The caption of item ``item``; None when the panel declares none."""
+        for pattern, caption in self.captions.items():
+            parts = re.split(r"\{(\w+)\}", pattern)
+            regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+)" for i, part in enumerate(parts))
+            found = re.fullmatch(regex, item)
+            if found:
+                fields = found.groupdict()
+                return Caption(caption.title.format_map(fields), caption.text.format_map(fields))
+        return None
+
+
+PANELS: dict[str, RegisteredPanel] = {}
+
+
+def register_panel(name: str, *, captions: Mapping[str, Caption]) -> Callable[[Panel], Panel]:
+    """Decorator adding a panel to :data:`PANELS` under ``name`` with the ``captions`` of the items it draws
+    (see :class:`RegisteredPanel`): the report page and W&B show them with the items."""
+    if not captions:
+        raise ValueError(f"report panel {name!r} needs a caption for each item it draws")
+
     def add(panel: Panel) -> Panel:
         if name in PANELS:
             raise ValueError(f"a report panel named {name!r} is already registered")
-        PANELS[name] = panel
+        PANELS[name] = RegisteredPanel(panel, dict(captions))
         return panel
     return add
 
@@ -117,13 +168,18 @@ def build_report(inputs: ReportInputs, settings: ReportSettings, panels: list[st
         raise ValueError(f"unknown report panels {unknown}; registered: {sorted(PANELS)}")
     report = Report()
     for name in names:
-        for item_name, item in PANELS[name](inputs, settings).items():
-            report.add(item_name, item)
+        panel = PANELS[name]
+        for item_name, item in panel(inputs, settings).items():
+            report.add(item_name, item, panel.caption(item_name))
     return report
 
 
 # ---------------------------------------------------------------------------------------------- built-in panels
-@register_panel("gallery")
+@register_panel("gallery", captions={"retrieval_gallery": Caption(
+    "Hardest photos and their closest matches (retrieval gallery)",
+    "Each row: a query photo (blue frame) and the gallery photos the model finds most similar, best first; green "
+    "frame: the same animal, red: another. The first rows are the queries with the lowest average precision "
+    "(AP), the last ones random; after reranking, the reranked order stands beside the global one.")})
 def retrieval_gallery(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Image.Image]:
     """Worst queries (lowest AP) and a few random ones with their top-k, reranked order beside the global one."""
     results = inputs.results
@@ -139,7 +195,19 @@ def retrieval_gallery(inputs: ReportInputs, settings: ReportSettings) -> dict[st
         top_k=settings.top_k, thumbnail_size=settings.thumbnail_size)}
 
 
-@register_panel("scores")
+@register_panel("scores", captions={
+    "score_histograms": Caption(
+        "Scores of same-animal and different-animal pairs (score histograms)",
+        "Similarity of photo pairs showing the same animal (green) or two different ones (red); the less the two "
+        "humps overlap, the better a score threshold tells individuals apart."),
+    "pr_curve": Caption(
+        "Deciding \"same animal\" by a score threshold (precision-recall curve)",
+        "Each point is a threshold: precision is the fraction of pairs above it that show the same animal, recall "
+        "the fraction of all same-animal pairs that are above it; the closer to the top right, the better."),
+    "pr_curve_data": Caption(
+        "Precision-recall curve (data)",
+        "Recall, precision and score threshold of every point of the precision-recall curve."),
+})
 def score_panels(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Figure | Curve]:
     """Positive vs negative score histograms and the pair-level PR curve of the global scores."""
     if inputs.results.query_labels is None:
@@ -151,10 +219,18 @@ def score_panels(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Fi
                           "threshold": thresholds.numpy()})
     return {"score_histograms": score_histogram_figure(distributions),
             "pr_curve": pr_curve_figure(precision, recall),
-            "pr_curve_data": Curve(frame, x="recall", y="precision", title="Precision-recall over pairs")}
+            "pr_curve_data": Curve(frame, x="recall", y="precision")}
 
 
-@register_panel("cmc")
+@register_panel("cmc", captions={
+    "cmc_curve": Caption(
+        "How often the right animal is in the top k (CMC curve)",
+        "Fraction of queries whose first correct match is at rank k or better; k = 1 is top-1 accuracy. Queries "
+        "whose animal is not in the gallery count as misses."),
+    "cmc_curve_data": Caption(
+        "How often the right animal is in the top k (CMC data)",
+        "Top-k accuracy for every k, of the global ranking and, after reranking, of the reranked one."),
+})
 def cmc_panel(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Figure | Curve]:
     """Top-k accuracy for k = 1..K (K: candidates kept), global and reranked."""
     if inputs.results.stats is None:
@@ -166,10 +242,14 @@ def cmc_panel(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Figur
     frame = pd.DataFrame({"rank": torch.arange(1, max_rank + 1).numpy(),
                           **{f"top_k_{name}": curve.numpy() for name, curve in curves.items()}})
     return {"cmc_curve": cmc_curve_figure(curves),
-            "cmc_curve_data": Curve(frame, x="rank", y="top_k_global", title="CMC (global ranking)")}
+            "cmc_curve_data": Curve(frame, x="rank", y="top_k_global")}
 
 
-@register_panel("reliability")
+@register_panel("reliability", captions={"reliability/{score}": Caption(
+    "Can the {score} score be read as a probability? (reliability)",
+    "Left: how often a reranked candidate is the right animal, per bin of the raw {score} score; right: the "
+    "calibrated probability against that hit rate, where the diagonal means a probability of 0.8 is right 8 "
+    "times in 10 (ECE: the mean gap).")})
 def reliability_panels(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Figure]:
     """One before/after-calibration reliability figure per reranking score type."""
     if not inputs.pair_scores or not inputs.probabilities or inputs.results.query_labels is None:
@@ -185,18 +265,27 @@ def reliability_panels(inputs: ReportInputs, settings: ReportSettings) -> dict[s
     return figures
 
 
-@register_panel("queries")
+@register_panel("queries", captions={"queries": Caption(
+    "Every query, hardest first (per-query table)",
+    "One row per query photo: its animal, the rank of its first correct match (0: the animal is not in the "
+    "gallery), its average precision (AP: 1 when every photo of the animal ranks above all others) and its "
+    "top-1 match.")})
 def query_table(inputs: ReportInputs, settings: ReportSettings) -> dict[str, pd.DataFrame]:
-    """Per-query results (image, identity, rank of the first correct match, AP), lowest AP first."""
+    """Per-query results (name, image, identity, rank of the first correct match, AP, top-1), lowest AP first."""
     if inputs.results.stats is None:
         return {}
-    frame = query_frame(inputs.results, max_rows=settings.table_rows, seed=settings.seed)
+    frame = query_frame(inputs.results, max_rows=settings.table_rows, seed=settings.seed,
+                        query_dataset=inputs.query_dataset, gallery_dataset=inputs.gallery_dataset)
     size = max(32, settings.thumbnail_size // 2)
-    frame.insert(1, "image", [np.asarray(thumbnail(inputs.query_dataset, query, size)) for query in frame["query"]])
+    frame.insert(1, "image", [np.asarray(thumbnail(inputs.query_dataset, query, size))
+                              for query in frame["query_index"]])
     return {"queries": frame}
 
 
-@register_panel("embeddings")
+@register_panel("embeddings", captions={"embeddings": Caption(
+    "Embedding sample (W&B 2D projection)",
+    "Query and gallery embeddings with their animal; projected to 2D in W&B, photos of one animal should "
+    "cluster.")})
 def embedding_table(inputs: ReportInputs, settings: ReportSettings) -> dict[str, pd.DataFrame]:
     """A subsample of the query and gallery embeddings with their identities (the W&B projector's input)."""
     sample = embedding_sample(inputs.results, max_points=settings.embeddings, seed=settings.seed)

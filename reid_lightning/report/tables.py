@@ -8,6 +8,7 @@ import torch
 
 from ..retrieval import RetrievalResults
 from ..retrieval.scores import EmbeddingScores
+from .names import image_files, image_names
 
 
 def _sample(total: int, limit: int | None, seed: int) -> torch.Tensor:
@@ -17,27 +18,36 @@ def _sample(total: int, limit: int | None, seed: int) -> torch.Tensor:
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
 
 
-def query_frame(results: RetrievalResults, *, max_rows: int | None = 200, seed: int = 0) -> pd.DataFrame:
+def query_frame(results: RetrievalResults, *, max_rows: int | None = 200, seed: int = 0, query_dataset=None,
+                gallery_dataset=None) -> pd.DataFrame:
     """One row per query (a seeded sample of ``max_rows``), lowest AP first.
 
-    Columns: ``query`` (position), ``identity``, ``first_correct_rank`` (1-based; 0 when no gallery item shows
-    the individual), ``ap``, ``num_positives``, ``top1_identity``, ``top1_score``.
+    Columns: ``query`` (its name, :func:`~.names.image_names`: image_id, file or, without datasets, position),
+    ``identity``, ``first_correct_rank`` (1-based; 0 when no gallery item shows the individual), ``ap``,
+    ``num_positives``, ``top1`` (name of the top-1 gallery image), ``top1_identity``, ``top1_score``, then
+    ``query_file`` when the names are image_ids and the dataset has files, and ``query_index`` (position).
     """
     if results.stats is None:
         raise ValueError("the per-query table needs the query identities; search with query_labels")
     rows = _sample(results.num_queries, max_rows, seed)
     subset = results.select(rows)
     stats = subset.stats
+    names = image_names(query_dataset, rows.tolist())
     frame = pd.DataFrame({
-        "query": rows.numpy(),
+        "query": names,
         "identity": subset.names(subset.query_labels.cpu()),
         "first_correct_rank": (stats.best_rank.cpu() + 1).clamp(min=0).numpy(),
         "ap": stats.ap.cpu().double().numpy(),
         "num_positives": stats.num_positives.cpu().numpy(),
+        "top1": image_names(gallery_dataset, subset.candidate_indices[:, 0].cpu().tolist()),
         "top1_identity": subset.candidate_identities[:, 0],
         "top1_score": subset.candidate_scores[:, 0].cpu().double().numpy(),
     })
-    return frame.sort_values(["ap", "query"], kind="stable").reset_index(drop=True)
+    files = image_files(query_dataset, rows.tolist())
+    if files is not None and files != names:
+        frame["query_file"] = files  # an image_id names the photo; the file is where to open it
+    frame["query_index"] = rows.numpy()
+    return frame.sort_values(["ap", "query_index"], kind="stable").reset_index(drop=True)
 
 
 def embedding_sample(results: RetrievalResults, *, max_points: int = 500, seed: int = 0

@@ -31,9 +31,15 @@ def wandb_table(frame: pd.DataFrame):
                        data=[[_cell(value) for value in row] for row in frame.itertuples(index=False)])
 
 
+def image_caption(report: Report, name: str) -> str:
+    """The W&B caption of picture ``name``: its panel's title and caption, or the name when it has none."""
+    caption = report.caption(name)
+    return f"{caption.title}. {caption.text}" if caption is not None else name
+
+
 def log_report_to_wandb(run, report: Report, *, prefix: str, extra: Mapping[str, Any] | None = None) -> None:
     """Log every item of ``report`` under ``<prefix>/<name>`` in one ``run.log`` call (plus ``extra`` keys,
-    e.g. the trainer step)."""
+    e.g. the trainer step); pictures carry their caption, line plots their title."""
     import io
 
     import wandb
@@ -41,10 +47,12 @@ def log_report_to_wandb(run, report: Report, *, prefix: str, extra: Mapping[str,
     data: dict[str, Any] = dict(extra or {})
     for name, figure in report.figures.items():
         image = figure if isinstance(figure, Image.Image) else Image.open(io.BytesIO(figure_png(figure)))
-        data[f"{prefix}/{name}"] = wandb.Image(image, caption=name)
+        data[f"{prefix}/{name}"] = wandb.Image(image, caption=image_caption(report, name))
     for name, frame in report.tables.items():
         data[f"{prefix}/{name}"] = wandb_table(frame)
     for name, curve in report.curves.items():
         table = wandb_table(curve.frame)
-        data[f"{prefix}/{name}"] = wandb.plot.line(table, curve.x, curve.y, title=curve.title)
+        caption = report.caption(name)
+        data[f"{prefix}/{name}"] = wandb.plot.line(table, curve.x, curve.y,
+                                                   title=caption.title if caption is not None else curve.title)
     run.log(data)
