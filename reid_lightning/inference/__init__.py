@@ -1,6 +1,19 @@
 """reid_lightning.inference: identity predictions from similarity matrices or retrieval results, the open-set
-decision ("known individual X, or a new one?") and ``predictions.csv``."""
+decision ("known individual X, or a new one?"), ``predictions.csv`` and the grouping of new photos into proposed
+individuals."""
 
+from reid_lightning.inference.discovery import (
+    Dendrogram,
+    Discovery,
+    SimilarityGraph,
+    ami_per_cut,
+    build_dendrogram,
+    choose_discovery_threshold,
+    cosine_of_pairs,
+    discover,
+    number_by_size,
+    similarity_graph,
+)
 from reid_lightning.inference.knn import KnnClassifier
 from reid_lightning.inference.open_set import (
     NEW_INDIVIDUAL,
@@ -16,6 +29,8 @@ from reid_lightning.inference.open_set import (
 from reid_lightning.inference.predictions import RankedAnswers, prediction_frame
 from reid_lightning.inference.topk import TopkClassifier
 
-__all__ = ["NEW_INDIVIDUAL", "KnnClassifier", "OpenSetDecision", "OpenSetModel", "RankedAnswers", "TopkClassifier",
-           "choose_threshold", "decision_inputs", "fit_open_set", "held_out_gallery_identities",
-           "open_set_log_values", "open_set_predict", "prediction_frame"]
+__all__ = ["NEW_INDIVIDUAL", "Dendrogram", "Discovery", "KnnClassifier", "OpenSetDecision", "OpenSetModel",
+           "RankedAnswers", "SimilarityGraph", "TopkClassifier", "ami_per_cut", "build_dendrogram",
+           "choose_discovery_threshold", "choose_threshold", "cosine_of_pairs", "decision_inputs", "discover",
+           "fit_open_set", "held_out_gallery_identities", "number_by_size", "open_set_log_values",
+           "open_set_predict", "prediction_frame", "similarity_graph"]
