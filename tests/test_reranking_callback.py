@@ -216,3 +216,9 @@ def test_library_reranker_equals_the_callback(tmp_path):
     probe = {"global": torch.tensor([[0.1, 0.5, 0.9]]), "oracle": torch.tensor([[0.0, 1.0, 1.0]])}
     for name, values in loaded.calibrate(probe).items():
         torch.testing.assert_close(values, reranker.calibrate(probe)[name])
+    # and the fusion rule chosen on validation with them: same rule, same fused probabilities
+    assert loaded.fusion_report.chosen == reranker.fusion_report.chosen
+    torch.testing.assert_close(loaded.fuse(loaded.calibrate(probe)), reranker.fuse(reranker.calibrate(probe)))
+    # the library reranker's own save/load gives identical fused scores
+    again = PairwiseReranker([OracleScorer()], shortlist=SHORTLIST).load(reranker.save(tmp_path / "library"))
+    assert torch.equal(again.fuse(again.calibrate(probe)), reranker.fuse(reranker.calibrate(probe)))

@@ -1,4 +1,4 @@
-"""Similarity scores: global cosine, local-feature matchers with collectors, and calibration."""
+"""Similarity scores: global cosine, local-feature matchers with collectors, calibration, fusion and reranking."""
 
 from .calibration import (
     Calibration,
@@ -9,6 +9,7 @@ from .calibration import (
     reliability_diagram,
 )
 from .cosine import CosineSimilarity
+from .fusion import FusionReport, FusionRule, LogisticFusion, MeanFusion, SingleScore, choose_fusion
 from .pair_scorer import MatchedPair, PairScorer
 from .pairwise import (
     CollectCounts,
@@ -20,23 +21,32 @@ from .pairwise import (
     PairMatches,
 )
 from .reranker import PairwiseReranker
+from .shortlist import choose_shortlist, shortlist_recall
 
 __all__ = [
     "Calibration",
     "CollectCounts",
     "CollectCountsRansac",
     "CosineSimilarity",
+    "FusionReport",
+    "FusionRule",
     "IsotonicCalibration",
     "LogisticCalibration",
+    "LogisticFusion",
     "MatchDescriptors",
     "MatchLOFTR",
     "MatchLightGlue",
     "MatchPairs",
     "MatchedPair",
+    "MeanFusion",
     "PairMatches",
     "PairScorer",
     "PairwiseReranker",
+    "SingleScore",
     "calibration_pairs",
+    "choose_fusion",
+    "choose_shortlist",
     "pair_hits",
     "reliability_diagram",
+    "shortlist_recall",
 ]

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..retrieval import RetrievalResults
 from .calibration import Calibration, IsotonicCalibration, LogisticCalibration, reliability_diagram
+from .fusion import FusionReport, FusionRule, MeanFusion, candidate_rules, choose_fusion
 from .pair_scorer import PairScorer
 
 GLOBAL_SCORE = "global"
@@ -24,24 +25,31 @@ class PairwiseReranker:
     """Re-sorts each query's top-``shortlist`` candidates by a fused, calibrated probability of a match.
 
     Every score type (the global embedding score, and each output of every :class:`PairScorer`) gets its own
-    calibrator, fitted with :meth:`fit` on the shortlist pairs of held-out queries (e.g. validation). Calling the
-    reranker scores the shortlist pairs, calibrates them, fuses them (weighted mean of the available
-    probabilities) and returns new :class:`RetrievalResults` with the shortlist re-sorted above the tail. No
-    Lightning: works on any results and the two datasets behind them (query / gallery, same object in
-    leave-one-out).
+    calibrator, fitted with :meth:`fit` on the shortlist pairs of held-out queries (e.g. validation), and the
+    fusion rule is fitted there too (``fusion="auto"``: chosen among each score type alone, the mean and the
+    logistic fusion by out-of-fold top-1 on those queries, see :mod:`~reid_lightning.similarity.fusion`; what was
+    measured is in :attr:`fusion_report`). Calling the reranker scores the shortlist pairs, calibrates them, fuses
+    them into one probability per pair and returns new :class:`RetrievalResults` with the shortlist re-sorted above
+    the tail. No Lightning: works on any results and the two datasets behind them (query / gallery, same object
+    in leave-one-out).
     """
 
     def __init__(self, scorers: Sequence[PairScorer] = (), shortlist: int = 20,
                  calibration: Literal["isotonic", "logistic"] = "isotonic", include_global: bool = True,
-                 weights: Mapping[str, float] | None = None, progress: bool = True) -> None:
+                 weights: Mapping[str, float] | None = None, progress: bool = True, fusion: str = "auto",
+                 fusion_folds: int = 5, fusion_seed: int = 0) -> None:
         """
         Args:
             scorers: local score types (extractor + matcher) computed for the shortlist pairs.
             shortlist: candidates per query (B) rescored; the rest keep their global order below them.
             calibration: ``isotonic`` or ``logistic`` calibration of every score type.
             include_global: fuse the calibrated global score with the local ones (WildFusion).
-            weights: optional fusion weight per score name (missing names weigh 1).
+            weights: optional weight per score name for the ``mean`` fusion (missing names weigh 1).
             progress: show a progress bar over the scorers.
+            fusion: ``auto`` (the rule with the best out-of-fold validation top-1, ties to the simpler: each score
+                type alone < ``mean`` < ``logistic``), ``mean``, ``logistic``, or a score name (that type alone).
+            fusion_folds: folds of validation queries for the out-of-fold comparison of the rules.
+            fusion_seed: seed of the fold split.
         """
         if shortlist < 1:
             raise ValueError(f"shortlist must be at least 1, got {shortlist}")
@@ -49,6 +57,8 @@ class PairwiseReranker:
             raise ValueError(f"Unknown calibration {calibration!r}; choose one of {list(CALIBRATIONS)}")
         if not scorers and not include_global:
             raise ValueError("give at least one scorer (or include_global=True)")
+        if fusion_folds < 2:
+            raise ValueError(f"fusion_folds must be at least 2, got {fusion_folds}")
         self.scorers = list(scorers)
         self.shortlist = shortlist
         self.calibration = calibration
@@ -56,6 +66,13 @@ class PairwiseReranker:
         self.weights = dict(weights or {})
         self.progress = progress
         self.calibrators: dict[str, Calibration] = {}
+        self.fusion = fusion
+        self.fusion_folds = fusion_folds
+        self.fusion_seed = fusion_seed
+        self.fusion_rule: FusionRule | None = None
+        """The fitted fusion rule (None: the weighted mean of ``weights``, as before any fit)."""
+        self.fusion_report: FusionReport | None = None
+        """The rule kept and each candidate's out-of-fold validation top-1 (set by :meth:`fit_calibrators`)."""
 
     # ------------------------------------------------------------------ scoring
     def _check(self, results: RetrievalResults) -> int:
@@ -95,20 +112,15 @@ class PairwiseReranker:
         missing = sorted(set(scores) - set(self.calibrators))
         if missing:
             raise RuntimeError(f"no calibrator fitted for {missing}: call fit() (or load()) first")
-        return {name: torch.as_tensor(self.calibrators[name].predict(values.double().numpy()))
-                for name, values in scores.items()}
+        return self._calibrated(self.calibrators, scores)
 
     def fuse(self, probabilities: Mapping[str, Tensor]) -> Tensor:
-        """Weighted mean of the calibrated probabilities available for each pair, ``(Q, B)`` (NaN: none)."""
-        total = weight_sum = None
-        for name, probability in probabilities.items():
-            weight = float(self.weights.get(name, 1.0))
-            available = ~torch.isnan(probability)
-            term = torch.where(available, probability * weight, 0.0)
-            used = available.double() * weight
-            total = term if total is None else total + term
-            weight_sum = used if weight_sum is None else weight_sum + used
-        return torch.where(weight_sum > 0, total / weight_sum.clamp(min=1e-12), float("nan"))
+        """The fused probability of a match in [0, 1], ``(Q, B)`` float64 (NaN: no score type scored the pair),
+        by the fitted :attr:`fusion_rule` (before any fit: the weighted mean of the available probabilities).
+
+        ``probabilities``: :meth:`calibrate`'s ``(Q, B)`` per score type, columns in global rank order."""
+        rule = self.fusion_rule if self.fusion_rule is not None else MeanFusion(self.weights)
+        return rule(probabilities)
 
     def rerank(self, results: RetrievalResults, probabilities: Mapping[str, Tensor]) -> RetrievalResults:
         """Results with the shortlist re-sorted by the fused ``probabilities`` (from :meth:`calibrate`)."""
@@ -146,17 +158,45 @@ class PairwiseReranker:
         return torch.randperm(num_queries, generator=generator)[:max_queries].sort().values
 
     def fit_calibrators(self, scores: Mapping[str, Tensor], *, hits: Tensor) -> PairwiseReranker:
-        """Fit one calibrator per score type on ``(Q, B)`` pair scores and ``hits (Q, >= B)`` of their pairs."""
+        """Fit one calibrator per score type on ``(Q, B)`` pair scores and ``hits (Q, >= B)`` of their pairs, then
+        the fusion rule: with ``fusion="auto"`` the candidate with the best out-of-fold top-1 on these queries
+        (:attr:`fusion_report`), refitted on all of them."""
         hits = hits[:, : next(iter(scores.values())).shape[1]].cpu()
+        self.calibrators = self._fitted_calibrators(scores, hits)
+        rules = candidate_rules(list(scores), self.weights)
+        names = [rule.name for rule in rules]
+        if self.fusion != "auto" and self.fusion not in names:
+            raise ValueError(f"fusion={self.fusion!r} is neither 'auto' nor one of {names}")
+
+        def fit_on(train_scores: Mapping[str, Tensor], train_hits: Tensor):
+            calibrators = self._fitted_calibrators(train_scores, train_hits)
+            return lambda values: self._calibrated(calibrators, values)
+
+        report = choose_fusion(scores, hits, rules, fit_on, folds=self.fusion_folds, seed=self.fusion_seed)
+        if self.fusion != "auto":
+            report = FusionReport(chosen=self.fusion, top1=report.top1, folds=report.folds, queries=report.queries)
+        rule = rules[names.index(report.chosen)]
+        self.fusion_rule = rule.fit(self.calibrate(scores), hits)
+        self.fusion_report = report
+        return self
+
+    def _fitted_calibrators(self, scores: Mapping[str, Tensor], hits: Tensor) -> dict[str, Calibration]:
+        """One calibrator per score type fitted on its scored ``(Q, B)`` pairs."""
+        calibrators = {}
         for name, values in scores.items():
             scored = ~torch.isnan(values)
             calibrator = IsotonicCalibration() if self.calibration == "isotonic" else LogisticCalibration()
-            calibrator.fit(values[scored].double().numpy(), hits[scored].numpy())
-            self.calibrators[name] = calibrator
-        return self
+            calibrators[name] = calibrator.fit(values[scored].double().numpy(), hits[scored].numpy())
+        return calibrators
+
+    @staticmethod
+    def _calibrated(calibrators: Mapping[str, Calibration], scores: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {name: torch.as_tensor(calibrators[name].predict(values.double().numpy()))
+                for name, values in scores.items()}
 
     def save(self, folder: str | Path) -> Path:
-        """Write the calibrators (one JSON each) and ``index.json`` (names, weights, shortlist) to ``folder``."""
+        """Write the calibrators (one JSON each) and ``index.json`` (names, weights, shortlist, the fitted fusion
+        rule and its report) to ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         index = {}
@@ -165,12 +205,16 @@ class PairwiseReranker:
             calibrator.save(folder / filename)
             index[name] = filename
         settings = {"shortlist": self.shortlist, "calibration": self.calibration,
-                    "include_global": self.include_global, "weights": self.weights, "calibrators": index}
+                    "include_global": self.include_global, "weights": self.weights, "calibrators": index,
+                    "fusion": None if self.fusion_rule is None else self.fusion_rule.to_dict(),
+                    "fusion_report": None if self.fusion_report is None else self.fusion_report.to_dict()}
         (folder / "index.json").write_text(json.dumps(settings, indent=2))
         return folder
 
     def load(self, folder: str | Path) -> PairwiseReranker:
-        """Read calibrators and weights saved by :meth:`save`; the scorers stay the ones given to ``__init__``.
+        """Read calibrators, weights and the fusion rule saved by :meth:`save` (the saved rule is used whatever
+        ``fusion`` says; folders saved before fusion rules fuse by the weighted mean); the scorers stay the ones
+        given to ``__init__``.
 
         Raises ValueError when the saved calibrators are of another calibration, or of score types these scorers
         (and ``include_global``) do not produce."""
@@ -185,6 +229,9 @@ class PairwiseReranker:
         self.weights = dict(settings.get("weights", {}))
         self.calibrators = {name: Calibration.load(folder / filename)
                             for name, filename in settings["calibrators"].items()}
+        fusion, report = settings.get("fusion"), settings.get("fusion_report")
+        self.fusion_rule = None if fusion is None else FusionRule.from_dict(fusion)
+        self.fusion_report = None if report is None else FusionReport.from_dict(report)
         return self
 
     def _incompatibilities(self, settings: dict) -> list[str]:
@@ -193,6 +240,15 @@ class PairwiseReranker:
         if settings.get("calibration") != self.calibration:
             problems.append(f"calibration {settings.get('calibration')!r} saved, {self.calibration!r} here")
         saved = set(settings.get("calibrators", {}))
+        fusion = settings.get("fusion")
+        if fusion is not None:
+            try:
+                needed = set(FusionRule.from_dict(fusion).score_names)
+            except (TypeError, ValueError, KeyError) as error:
+                problems.append(f"unreadable fusion rule ({error})")
+            else:
+                if needed - saved:
+                    problems.append(f"the fusion rule reads {sorted(needed - saved)}, which have no calibrator")
         if (GLOBAL_SCORE in saved) != self.include_global:
             problems.append(f"include_global={GLOBAL_SCORE in saved} saved, {self.include_global} here")
         names = [getattr(scorer, "name", None) for scorer in self.scorers]
