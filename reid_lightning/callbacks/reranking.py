@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..inference.predictions import RankedAnswers
 from ..inference.threshold import choose_probability_threshold, top1_decision_inputs
+from ..interrupt import interruptible
 from ..metrics.open_set import open_set_metrics
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir
@@ -73,7 +74,8 @@ class LocalFeatureReranking(Callback):
         pl_module.require_candidates(self.reranker.shortlist)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._fit_on_validation(trainer, pl_module)
+        with interruptible("calibration (validation)", sigterm_received=lambda: trainer.received_sigterm):
+            self._fit_on_validation(trainer, pl_module)
         if self.threshold is not None:
             pl_module.log("test/reranked/open/threshold", self.threshold, sync_dist=False)
 
@@ -81,7 +83,8 @@ class LocalFeatureReranking(Callback):
         if self.calibration_dir is not None:
             self.threshold = self._load_calibration(Path(self.calibration_dir).expanduser())
             return
-        folder = self._fit_on_validation(trainer, pl_module)
+        with interruptible("calibration (validation)", sigterm_received=lambda: trainer.received_sigterm):
+            folder = self._fit_on_validation(trainer, pl_module)
         if self.threshold is None:
             raise ValueError("predict with LocalFeatureReranking needs an open-set threshold on the fused probability, "
                              "and none could be chosen on the validation split (see the warning above): pass "
@@ -94,7 +97,8 @@ class LocalFeatureReranking(Callback):
         confidence (the tail, never scored, is left out); see :class:`~reid_lightning.inference.PredictionReranker`."""
         if self.threshold is None:
             raise RuntimeError("rerank_predictions runs after on_predict_start, which loads or fits the calibrators")
-        reranked = self.reranker(results, query_dataset, gallery_dataset)
+        with interruptible("predict"):
+            reranked = self.reranker(results, query_dataset, gallery_dataset)
         return RankedAnswers(reranked.head(self.reranker.shortlist), threshold=self.threshold,
                              score="fused calibrated probability")
 
@@ -154,7 +158,8 @@ class LocalFeatureReranking(Callback):
         results = pl_module.evaluation_results()
         datasets = trainer.datamodule.eval_datasets("test")
         start = time.perf_counter()
-        scores = self.reranker.pair_scores(results, datasets[0], datasets[-1])
+        with interruptible("test", sigterm_received=lambda: trainer.received_sigterm):
+            scores = self.reranker.pair_scores(results, datasets[0], datasets[-1])
         probabilities = self.reranker.calibrate(scores)
         reranked = self.reranker.rerank(results, probabilities)
         seconds = time.perf_counter() - start

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..interrupt import label
 from ..retrieval import RetrievalResults
 from .calibration import Calibration, IsotonicCalibration, LogisticCalibration, reliability_diagram
 from .pair_scorer import PairScorer
@@ -80,8 +81,10 @@ class PairwiseReranker:
         scores: dict[str, Tensor] = {}
         if self.include_global:
             scores[GLOBAL_SCORE] = results.candidate_scores[:, :shortlist].float().cpu().masked_fill(~valid, np.nan)
-        for scorer in tqdm(self.scorers, desc="pair scorers", disable=not self.progress or len(self.scorers) < 2,
-                           leave=False):
+        # the progress bars of the scorers' loops are named after the caller's phase, e.g. ``test: LightGlue pairs``
+        # (``with reid_lightning.interrupt.interruptible("test"): ...``), whose signals stop them between batches
+        for scorer in tqdm(self.scorers, desc=label("pair scorers"),
+                           disable=not self.progress or len(self.scorers) < 2, leave=False):
             for name, values in scorer.score(query_dataset, gallery_dataset, pairs).items():
                 full = torch.full(candidates.shape, float("nan"))
                 full[valid] = values.float().cpu()
