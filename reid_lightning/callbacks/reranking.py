@@ -16,6 +16,7 @@ from torch import Tensor
 from ..distributed import gather_in_order
 from ..inference.open_set import OpenSetModel, fit_open_set, open_set_log_values
 from ..inference.predictions import RankedAnswers
+from ..interrupt import interruptible
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir
 from ..similarity import PairScorer, PairwiseReranker
@@ -189,15 +190,16 @@ class LocalFeatureReranking(Callback):
     def _pair_scores(self, trainer: L.Trainer, results: RetrievalResults, query_dataset, gallery_dataset, *,
                      phase: str, query_positions: Tensor | None = None) -> dict[str, Tensor]:
         """The reranker's shortlist pair scores, each process scoring every ``world_size``-th query and the rows
-        gathered, so that each pair is matched once (a collective under DDP)."""
+        gathered, so that each pair is matched once (a collective under DDP); ``phase`` names the progress bars."""
         positions = torch.arange(results.num_queries) if query_positions is None else query_positions.cpu()
         world = trainer.world_size
-        if world == 1 or results.num_queries < world:
-            return self.reranker.pair_scores(results, query_dataset, gallery_dataset, query_positions=positions,
-                                             description=phase)
-        rows = torch.arange(trainer.global_rank, results.num_queries, world)
-        share = self.reranker.pair_scores(results.select(rows), query_dataset, gallery_dataset,
-                                          query_positions=positions[rows], description=phase)
+        # the phase names the progress bars, and SIGTERM/SIGINT stop its loops at the next batch
+        with interruptible(phase, sigterm_received=lambda: trainer.received_sigterm):
+            if world == 1 or results.num_queries < world:
+                return self.reranker.pair_scores(results, query_dataset, gallery_dataset, query_positions=positions)
+            rows = torch.arange(trainer.global_rank, results.num_queries, world)
+            share = self.reranker.pair_scores(results.select(rows), query_dataset, gallery_dataset,
+                                              query_positions=positions[rows])
         device = results.candidate_indices.device
         gathered = gather_in_order(trainer, {"index": rows.to(device), **{n: s.to(device) for n, s in share.items()}},
                                    what=f"{phase} pair scores")

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..interrupt import check, interruptible
+
 
 @contextlib.contextmanager
 def borrowed(model: nn.Module, device: torch.device | str | None) -> Iterator[nn.Module]:
@@ -62,12 +64,17 @@ def embed_loader(
         context: optional factory of the context each forward runs in (e.g. a Lightning precision plugin's
             ``forward_context``), so embeddings match those of the trainer's own loops.
         progress: show a progress bar.
-        description: the progress bar's label (and the error's).
+        description: the phase: the progress bar's label (after the enclosing phases' names, e.g.
+            ``predict: embedding gallery``) and the error's.
+
+    SIGTERM/SIGINT stop it between batches (:mod:`reid_lightning.interrupt`).
     """
     embeddings, labels = [], []
-    with borrowed(model, device) as borrowed_model, torch.inference_mode():
+    with (interruptible(description) as title, borrowed(model, device) as borrowed_model,
+          torch.inference_mode()):
         run_device = device if device is not None else next(borrowed_model.parameters(), torch.empty(0)).device
-        for batch in tqdm(loader, desc=description, disable=not progress, leave=False):
+        for batch in tqdm(loader, desc=title, disable=not progress, leave=False):
+            check()
             images, batch_labels = _split_batch(batch)
             with context() if context is not None else contextlib.nullcontext():
                 images = images.to(run_device)

@@ -9,6 +9,7 @@ import kornia
 import torch
 from torch.utils.data import Dataset, Subset
 
+from ..interrupt import interruptible
 from .cache import FeatureCache, file_keys, image_hash
 from .images import check_unit_range, group_by_size, iterate_images
 from .local_features import LocalFeatures
@@ -96,6 +97,11 @@ class LocalFeatureExtractor:
         self._caches: dict[tuple[str | None, str], FeatureCache] = {}
         self.weights_fingerprint = "none"
 
+    @property
+    def display_name(self) -> str:
+        """The extractor in progress bars, e.g. ``ALIKED`` (bars read ``<phase>: ALIKED features``)."""
+        return {"superpoint": "SuperPoint"}.get(self.family, self.family.upper())
+
     def config(self) -> dict[str, Any]:
         """Everything that changes the output besides the image and the weights."""
         return {"max_num_keypoints": self.max_num_keypoints}
@@ -150,21 +156,23 @@ class LocalFeatureExtractor:
         """Features of every image of ``dataset``; with ``keys`` (one per image) they key the cache, otherwise
         the decoded image's content does."""
         rows: list[dict[str, torch.Tensor]] = []
-        batches = iterate_images(dataset, self.batch_size, self.num_workers, type(self).__name__, self.progress)
-        for start, images in batches:
-            for offset, image in enumerate(images):
-                check_unit_range(image, start + offset)
-            if cache is None:
-                rows.extend(self._extract_batch(images))
-                continue
-            batch_keys = keys[start : start + len(images)] if keys else [image_hash(image) for image in images]
-            batch_rows = [cache.get(key) for key in batch_keys]
-            missing = [i for i, row in enumerate(batch_rows) if row is None]
-            if missing:
-                for i, row in zip(missing, self._extract_batch([images[i] for i in missing]), strict=True):
-                    batch_rows[i] = row
-                    cache.put(batch_keys[i], row)
-            rows.extend(batch_rows)
+        # SIGTERM/SIGINT stop it between batches (iterate_images checks before reading the next one): every
+        # cache file is complete, so a later run extracts only the images this one did not reach
+        with interruptible(f"{self.display_name} features") as title:
+            for start, images in iterate_images(dataset, self.batch_size, self.num_workers, title, self.progress):
+                for offset, image in enumerate(images):
+                    check_unit_range(image, start + offset)
+                if cache is None:
+                    rows.extend(self._extract_batch(images))
+                    continue
+                batch_keys = keys[start : start + len(images)] if keys else [image_hash(image) for image in images]
+                batch_rows = [cache.get(key) for key in batch_keys]
+                missing = [i for i, row in enumerate(batch_rows) if row is None]
+                if missing:
+                    for i, row in zip(missing, self._extract_batch([images[i] for i in missing]), strict=True):
+                        batch_rows[i] = row
+                        cache.put(batch_keys[i], row)
+                rows.extend(batch_rows)
         return rows
 
     def __call__(

@@ -9,6 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..interrupt import check
+
 
 def item_image(item: Any, index: int) -> torch.Tensor:
     """The image of a dataset item (the item or its first element): a float ``(C, H, W)`` tensor."""
@@ -55,6 +57,9 @@ def iterate_images(
     for batch in tqdm(loader, desc=description, disable=not progress, leave=False):
         yield start, [item_image(item, start + offset) for offset, item in enumerate(batch)]
         start += len(batch)
+        # a safe point of an interruptible phase (see reid_lightning.interrupt): the caller is done with the
+        # previous batch, its cache writes included
+        check()
 
 
 def group_by_size(images: list[torch.Tensor]) -> dict[tuple[int, ...], list[int]]:

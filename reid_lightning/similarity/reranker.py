@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..interrupt import label
 from ..retrieval import RetrievalResults
 from .calibration import Calibration, IsotonicCalibration, LogisticCalibration, reliability_diagram
 from .fusion import FusionReport, FusionRule, MeanFusion, candidate_rules, choose_fusion
@@ -84,11 +85,10 @@ class PairwiseReranker:
         return min(self.shortlist, results.num_candidates)
 
     def pair_scores(self, results: RetrievalResults, query_dataset, gallery_dataset,
-                    query_positions: Tensor | None = None, description: str | None = None) -> dict[str, Tensor]:
+                    query_positions: Tensor | None = None) -> dict[str, Tensor]:
         """Every score type of the shortlist pairs, each ``(Q, B)`` float32 (NaN: not scored or empty slot).
 
-        ``query_positions (Q,)``: the dataset index of each results row (default: row i is query i);
-        ``description``: the phase named in progress bars (e.g. ``"test"``).
+        ``query_positions (Q,)``: the dataset index of each results row (default: row i is query i).
         """
         shortlist = self._check(results)
         candidates = results.candidate_indices[:, :shortlist].cpu()
@@ -98,9 +98,10 @@ class PairwiseReranker:
         scores: dict[str, Tensor] = {}
         if self.include_global:
             scores[GLOBAL_SCORE] = results.candidate_scores[:, :shortlist].float().cpu().masked_fill(~valid, np.nan)
-        label = f"{description}: pair scorers" if description else "pair scorers"
-        for scorer in tqdm(self.scorers, desc=label, disable=not self.progress or len(self.scorers) < 2,
-                           leave=False):
+        # the progress bars of the scorers' loops are named after the caller's phase, e.g. ``test: LightGlue pairs``
+        # (``with reid_lightning.interrupt.interruptible("test"): ...``), whose signals stop them between batches
+        for scorer in tqdm(self.scorers, desc=label("pair scorers"),
+                           disable=not self.progress or len(self.scorers) < 2, leave=False):
             for name, values in scorer.score(query_dataset, gallery_dataset, pairs).items():
                 full = torch.full(candidates.shape, float("nan"))
                 full[valid] = values.float().cpu()

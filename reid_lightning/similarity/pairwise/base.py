@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...features.extractor import default_device
+from ...interrupt import check, interruptible
 from .collectors import CollectCounts, Collector
 from .matches import PairMatches
 
@@ -81,6 +82,11 @@ class MatchPairs:
         self.device = default_device(device)
         self.progress = progress
 
+    @property
+    def display_name(self) -> str:
+        """The matcher in progress bars, e.g. ``LightGlue`` for ``MatchLightGlue`` (``<phase>: LightGlue pairs``)."""
+        return type(self).__name__.removeprefix("Match") or type(self).__name__
+
     def config(self) -> dict[str, Any]:
         """Everything besides the inputs and the collector that changes the scores (subclasses add their
         settings; weights by fingerprint); not the batch size or the progress bar."""
@@ -103,12 +109,16 @@ class MatchPairs:
 
     def _each_batch(self, query: Any, database: Any, pairs: torch.Tensor,
                     consume: Callable[[PairMatches], None]) -> None:
-        """Match checked, non-empty ``pairs`` batch by batch, handing each batch's matches to ``consume``."""
-        prepared = self.prepare(query, database, pairs)
-        with torch.inference_mode():
-            chunks = pairs.split(self.batch_size)
-            for chunk in tqdm(chunks, desc=type(self).__name__, disable=not self.progress, leave=False):
-                consume(self.match(prepared, chunk))
+        """Match checked, non-empty ``pairs`` batch by batch, handing each batch's matches to ``consume``.
+
+        SIGTERM/SIGINT stop it between batches (:mod:`reid_lightning.interrupt`), after ``consume`` returned."""
+        with interruptible(f"{self.display_name} pairs") as title:
+            prepared = self.prepare(query, database, pairs)
+            with torch.inference_mode():
+                chunks = pairs.split(self.batch_size)
+                for chunk in tqdm(chunks, desc=title, disable=not self.progress, leave=False):
+                    check()
+                    consume(self.match(prepared, chunk))
 
     def _score(self, query: Any, database: Any, pairs: torch.Tensor) -> dict[Hashable, torch.Tensor]:
         """Scores of checked ``pairs``, one ``(P,)`` tensor per collector output."""

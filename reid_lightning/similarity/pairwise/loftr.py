@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from ...features.images import check_unit_range, group_by_size, item_image
 from ...features.weights import load_state_dict_checked, load_weights
+from ...interrupt import check
 from .base import MatchPairs
 from .collectors import Collector
 from .matches import PairMatches
@@ -81,6 +82,7 @@ class MatchLOFTR(MatchPairs):
         features: dict[int, ImageFeatures] = {}
         for positions in group_by_size(images).values():
             for chunk in torch.tensor(positions).split(self.batch_size):
+                check()  # SIGTERM/SIGINT stop the backbone pass between batches (reid_lightning.interrupt)
                 batch = torch.stack([images[p] for p in chunk]).to(self.device, torch.float32)
                 gray = kornia.color.rgb_to_grayscale(batch) if batch.shape[1] == 3 else batch
                 with torch.inference_mode():
