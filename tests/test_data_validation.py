@@ -178,7 +178,7 @@ def test_decodable_odd_modes_are_kept_under_both_policies(tmp_path, policy):
     write_set(root, extra)
     module = module_with_trainer(root, tmp_path / "logs", on_bad_image=policy, test_ratio=0.0)
     module.setup("fit")
-    assert len(module.skipped_images) == 0 and len(module.dataset("train")) == 15
+    assert len(module.split_data.skipped) == 0 and len(module.dataset("train")) == 15
 
 
 # ----------------------------------------------------------------------------------------------- bbox
@@ -206,7 +206,7 @@ def test_bbox_crops_by_default_and_is_clipped_with_a_warning(tmp_path):
     module = module_with_trainer(root, tmp_path / "logs", on_bad_image="skip", test_ratio=0.0)
     with pytest.warns(UserWarning, match=r"1 bounding boxes reach outside .*line 15"):
         module.setup("fit")
-    assert module.skipped_images["line"].tolist() == [14]
+    assert module.split_data.skipped["line"].tolist() == [14]
     train = module.dataset("train")
     train.transform = None
     edge = int(np.flatnonzero(train.metadata["image_id"] == "edge")[0])
@@ -244,7 +244,7 @@ def test_unknown_markers_ignore_case_and_spaces(tmp_path, capsys):
     custom = module_with_trainer(root, tmp_path / "logs2", unknown_markers=("unknown", "Unidentified"))
     custom.setup("fit")
     assert custom.num_classes == 3
-    assert (custom._require_setup().labels < 0).sum() == 4
+    assert (custom.split_data.images.labels < 0).sum() == 4
 
 
 # ----------------------------------------------------------------------------------------------- clear errors

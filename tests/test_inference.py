@@ -131,14 +131,23 @@ def test_topk_matches_reference_and_is_distinct(random_problem):
         assert list(predictions[row, found:]) == [""] * (4 - found)
 
 
-def test_topk_pads_when_fewer_identities():
+def test_topk_large_k_returns_one_column_per_identity():
+    # wildlife-tools' test_topk_large_k: 5 identities, k = 10 -> 5 columns, every identity once
+    labels = np.array(["a", "b", "c", "d", "e", "a", "c"])
+    similarity = np.array([[0.1, 0.9, 0.3, 0.4, 0.2, 0.8, 0.5], [0.7, 0.1, 0.2, 0.3, 0.6, 0.5, 0.4]])
+    predictions = TopkClassifier(labels, k=10)(similarity)
+    assert predictions.shape == (2, 5)
+    assert predictions.tolist() == [["b", "a", "c", "d", "e"], ["a", "e", "c", "d", "b"]]
+
+
+def test_topk_pads_queries_with_fewer_scored_identities():
     labels = np.array([7, 8, 7])
     classifier = TopkClassifier(labels, k=4, return_all=True)
-    predictions, scores, indices = classifier([0.2, NAN, 0.9])
+    predictions, scores, indices = classifier([0.2, NAN, 0.9])  # identity 8 unscored: one of 2 columns padded
     assert predictions.dtype == object
-    assert predictions.tolist() == [[7, None, None, None]]
-    np.testing.assert_array_equal(indices, [[2, -1, -1, -1]])
-    np.testing.assert_array_equal(scores, [[0.9, NAN, NAN, NAN]])
+    assert predictions.tolist() == [[7, None]]
+    np.testing.assert_array_equal(indices, [[2, -1]])
+    np.testing.assert_array_equal(scores, [[0.9, NAN]])
     assert TopkClassifier(labels, k=2, pad_label=-1)(np.array([[0.1, 0.5, 0.2]])).tolist() == [[8, 7]]
 
 

@@ -47,7 +47,7 @@ def start_test_run(folder: Path, data_root: Path) -> tuple[subprocess.Popen, Pat
     command = [
         sys.executable, str(REPO / "train.py"), "test", "--config", str(REPO / "configs" / "demo.yaml"),
         "--config", str(config), "--model.backbone", "torch.nn.Flatten", "--model.pretrained", "false",
-        "--data.root", str(data_root / "data"), "--data.synthetic", "true", "--data.synthetic_individuals", "6",
+        "--data.synthetic_dir", str(data_root / "data"), "--data.synthetic", "true", "--data.synthetic_individuals", "6",
         "--data.synthetic_images_per_individual", "8", "--data.synthetic_image_size", "32",
         "--data.image_size", "32", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
         "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(folder),

@@ -147,10 +147,10 @@ def test_classifiers_give_identical_answers_from_results_and_from_the_matrix():
         for results in (full, short):
             labels, values = knn(results)
             assert (labels == expected[0]).all() and np.allclose(values, expected[1])
-    topk = TopkClassifier(database_labels=names, k=8, return_all=True)  # 8 > 6 identities: padded columns
+    topk = TopkClassifier(database_labels=names, k=8, return_all=True)  # 8 > 6 identities: 6 columns
     expected = topk(scores)
     labels, values, indices = topk(full)
-    assert labels.shape == (len(query), 8)
+    assert labels.shape == (len(query), 6)
     assert (labels == expected[0]).all() and np.array_equal(indices, expected[2])
     np.testing.assert_allclose(values, expected[1])
     with pytest.raises(ValueError, match="larger k"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
@@ -41,15 +40,8 @@ class ZeroShotBaseline(Callback):
         loaders = trainer.datamodule.val_dataloader()
         if not loaders:
             return
-        groups = trainer.datamodule.eval_groups("val")
-        query, query_labels = pl_module.embed(loaders[0], description="zero-shot (validation): embedding queries",
-                                              progress=trainer.is_global_zero)
-        leave_one_out = len(loaders) == 1
-        gallery, gallery_labels = (query, query_labels) if leave_one_out else pl_module.embed(
-            loaders[1], description="zero-shot (validation): embedding gallery", progress=trainer.is_global_zero)
-        results = pl_module.search(query, gallery, query_labels=query_labels, gallery_labels=gallery_labels,
-                                   query_groups=torch.as_tensor(groups[0]), gallery_groups=torch.as_tensor(groups[-1]),
-                                   leave_one_out=leave_one_out)
+        results = pl_module.searcher.loaders(pl_module.embed, loaders, trainer.datamodule.eval_groups("val"),
+                                             phase="zero-shot (validation)", progress=trainer.is_global_zero)
         self.metrics = {name: float(value) for name, value in results.metrics(top_k=pl_module.hparams.top_k).items()}
         for name, value in self.metrics.items():
             pl_module.log(f"{ZERO_SHOT_PREFIX}{name}", value, sync_dist=False)
@@ -74,10 +66,10 @@ class FreezeBackbone(Callback):
     """Trains only the new parts (neck, loss weights) during the first ``epochs`` epochs: the backbone's parameters
     get no gradient (the optimizer leaves them untouched) and its normalisation layers keep their statistics."""
 
-    def __init__(self, epochs: int = 1) -> None:
+    def __init__(self, epochs: int = 0) -> None:
         """
         Args:
-            epochs: epochs at the start of the fit with the backbone frozen.
+            epochs: epochs at the start of the fit with the backbone frozen (0: none).
         """
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")

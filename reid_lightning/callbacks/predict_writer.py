@@ -102,8 +102,8 @@ class PredictionWriter(BasePredictionWriter):
                  else torch.empty(0, dtype=torch.long, device=pl_module.device)}
         query = gather_in_order(trainer, local, what="predict")
         gallery, gallery_embeddings = self._gallery
-        results = pl_module.search(query["embedding"], gallery_embeddings, gallery_labels=torch.as_tensor(gallery.labels),
-                                   identity_names=gallery.labels_map)
+        results = pl_module.searcher(query["embedding"], gallery_embeddings,
+                                     gallery_labels=torch.as_tensor(gallery.labels), identity_names=gallery.labels_map)
         inputs = trainer.datamodule.predict_dataset()
         reranker = self._reranker(trainer)
         answers = (RankedAnswers(results, pl_module.open_set_model) if reranker is None

@@ -138,14 +138,9 @@ class LocalFeatureReranking(Callback):
             raise ValueError("LocalFeatureReranking fits its calibration on validation images, but the "
                              "validation split is empty: set data.val_ratio > 0 (or, at predict, pass "
                              "calibration_dir, the folder of a test run's calibrators)")
-        groups = datamodule.eval_groups("val")
-        query, query_labels = pl_module.embed(loaders[0], description="calibration (validation): embedding queries")
-        leave_one_out = len(loaders) == 1  # the other validation images form the gallery
-        gallery, gallery_labels = (query, query_labels) if leave_one_out else pl_module.embed(
-            loaders[1], description="calibration (validation): embedding gallery")
-        results = pl_module.search(query, gallery, query_labels=query_labels, gallery_labels=gallery_labels,
-                                   query_groups=torch.as_tensor(groups[0]), gallery_groups=torch.as_tensor(groups[-1]),
-                                   leave_one_out=leave_one_out, k=self.reranker.shortlist)
+        results = pl_module.searcher.loaders(pl_module.embed, loaders, datamodule.eval_groups("val"),
+                                             phase="calibration (validation)", k=self.reranker.shortlist,
+                                             progress=trainer.is_global_zero)
         keep = self.reranker.calibration_subset(results.num_queries, max_queries=self.calibration_queries)
         subset = results.select(keep)
         scores = self._pair_scores(trainer, subset, datasets[0], datasets[-1], query_positions=keep,

@@ -194,6 +194,15 @@ class OpenSetModel:
         new = torch.as_tensor(self.new_right.predict((-finite).numpy()), dtype=torch.float64)
         return torch.where(is_new.cpu(), new, named)
 
+    def summary(self, num_queries: int) -> str:
+        """One line for people: the threshold and how it was chosen (or why there is none)."""
+        if self.threshold is None:
+            return (f"no open-set threshold chosen on {num_queries} validation queries ({self.held_out}): pass "
+                    "--model.open_set_threshold")
+        held = f" with {self.held_out}" if self.held_out else ""
+        return (f"open-set threshold {self.threshold:.4f} ({self.score}) chosen on {num_queries} validation "
+                f"queries{held}: sqrt(BAKS*BAUS) = {self.validation_gmean:.4f}")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values: the checkpoint entry and the content of ``threshold.json``."""
         return {"open_set_threshold": self.threshold, "score": self.score, "validation_gmean": self.validation_gmean,

@@ -18,9 +18,11 @@ class TopkClassifier:
 
     An identity's best image is its most similar one (the lowest database index among equal
     similarities); identities with equal best scores rank by that index, also when they compete
-    for the k-th place. NaN and -inf similarities are unscored. A query with fewer than `k` scored identities (small database, unscored pairs)
-    is padded with `pad_label`, score NaN and database index -1. The label array's dtype is that
-    of `database_labels` combined with `pad_label`'s (object for the default None).
+    for the k-th place. NaN and -inf similarities are unscored. The output has ``min(k, number of
+    database identities)`` columns (wildlife-tools' semantics); a query with fewer scored identities
+    than that (unscored pairs, a short candidate list) is padded with `pad_label`, score NaN and
+    database index -1. The label array's dtype is that of `database_labels` combined with
+    `pad_label`'s (object for the default None).
     """
 
     def __init__(
@@ -50,6 +52,8 @@ class TopkClassifier:
         self.chunk_size = chunk_size
         self._codes = torch.from_numpy(factorize(self.database_labels)[0])
         self._num_identities = int(self._codes.max()) + 1
+        self.width = min(k, self._num_identities)
+        """Columns of the output: ``min(k, number of database identities)``."""
 
     def __call__(self, similarity: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """
@@ -59,9 +63,9 @@ class TopkClassifier:
                 distinct identities, or every rankable image, of each query).
 
         Returns:
-            labels: (Q, k) identities, best first.
-            scores: (Q, k) best similarity of each identity (NaN for padding), only with `return_all`.
-            indices: (Q, k) database index of that best image (-1 for padding), only with `return_all`.
+            labels: (Q, width) identities, best first (``width = min(k, number of database identities)``).
+            scores: (Q, width) best similarity of each identity (NaN for padding), only with `return_all`.
+            indices: (Q, width) database index of that best image (-1 for padding), only with `return_all`.
         """
         if isinstance(similarity, RetrievalResults):
             scores, indices = self._from_results(similarity)
@@ -77,13 +81,13 @@ class TopkClassifier:
         return labels
 
     def _output(self, num_queries: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.full((num_queries, self.k), torch.nan, dtype=dtype),
-                torch.full((num_queries, self.k), -1, dtype=torch.long))
+        return (torch.full((num_queries, self.width), torch.nan, dtype=dtype),
+                torch.full((num_queries, self.width), -1, dtype=torch.long))
 
     def _from_similarity(self, similarity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         num_queries, num_database = similarity.shape
         scores, indices = self._output(num_queries, similarity.dtype)
-        found = min(self.k, self._num_identities)
+        found = self.width
         for start in range(0, num_queries, self.chunk_size):
             chunk = similarity[start : start + self.chunk_size]
             chunk = chunk.masked_fill(torch.isnan(chunk), -torch.inf)
@@ -116,13 +120,13 @@ class TopkClassifier:
         first = torch.full((num_queries, self._num_identities + 1), num_candidates).scatter_reduce(
             1, codes, positions, reduce="amin")
         representative = (first.gather(1, codes) == positions) & valid
-        found = min(self.k, num_candidates)
+        found = min(self.width, num_candidates)
         key = torch.where(representative, positions, num_candidates + positions)
         slots = torch.topk(key, found, dim=1, largest=False).values
         kept = slots < num_candidates
         rankable = results.gallery_labels.numel() - (results.exclusion.per_query() if results.exclusion is not None
                                                      else torch.zeros(num_queries, dtype=torch.long))
-        incomplete = (kept.sum(dim=1) < min(self.k, self._num_identities)) & (valid.sum(dim=1) < rankable)
+        incomplete = (kept.sum(dim=1) < self.width) & (valid.sum(dim=1) < rankable)
         if incomplete.any():
             raise ValueError(
                 f"queries {incomplete.nonzero().flatten()[:10].tolist()} have fewer than k={self.k} distinct "

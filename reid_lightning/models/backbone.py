@@ -202,6 +202,10 @@ def _create_timm(name: str, *, pretrained: bool, init_args: dict[str, Any]) -> n
     source, _, location = name.partition(":")
     if source == "local-dir":
         _check_local_folder(Path(location).expanduser(), name=name, weights_needed=pretrained)
+    if pretrained and source == name:
+        local = _create_timm_from_local_weights(name, init_args=init_args)
+        if local is not None:
+            return local
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, **init_args)
     except Exception as err:
@@ -216,6 +220,24 @@ def _create_timm(name: str, *, pretrained: bool, init_args: dict[str, Any]) -> n
             if offline_weights_name(name) is not None:
                 return _create_timm_offline(name, init_args=init_args, hub_error=err)
         raise hub_error from err
+
+
+def _create_timm_from_local_weights(name: str, *, init_args: dict[str, Any]) -> nn.Module | None:
+    """The timm model ``name`` with the ImageNet weights of a local copy (weights dir, torch hub cache, an installed
+    weights package), or None when the model has no such copy here: then the hub is asked. A local copy is used
+    first because asking an unreachable hub costs about a minute of retries on every run."""
+    from ..features.weights import WeightsNotFoundError
+    from .offline_weights import load_offline_weights, offline_weights_name
+
+    if offline_weights_name(name) is None:
+        return None
+    model = timm.create_model(name, pretrained=False, num_classes=0, **init_args)
+    try:
+        path = load_offline_weights(model, name)
+    except WeightsNotFoundError:
+        return None
+    rank_zero_info(f"backbone '{name}': ImageNet weights loaded from the local copy {path}")
+    return model
 
 
 def _create_timm_offline(name: str, *, init_args: dict[str, Any], hub_error: BaseException) -> nn.Module:

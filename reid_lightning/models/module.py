@@ -13,7 +13,7 @@ from ..distributed import gather_in_order
 from ..eval.embedding import embed_loader
 from ..eval.scores import Metric
 from ..inference.open_set import OpenSetModel, fit_open_set, open_set_log_values
-from ..retrieval import Exclusion, RetrievalResults, search
+from ..retrieval import RetrievalResults, Searcher
 from .backbone import backbone_data_config, create_backbone, embedding_dim
 from .losses import LOSS_NAMES, build_loss
 from .neck import ProjectionNeck
@@ -24,12 +24,11 @@ from .state_files import load_backbone_weights
 class ReIDModule(L.LightningModule):
     """Fine-tunes a backbone for re-identification and reports top-k accuracy, mAP, maxF1 and open-set metrics.
 
-    Validation/test loaders: ``[query_loader, gallery_loader]`` (``database`` protocol) or ``[query_loader]``
-    (``leave_one_out``: each query against the other queries, itself excluded); batches are dicts with ``image``,
-    ``label``, ``index`` and optionally ``group`` (sequence code: gallery images of a query's own sequence are
-    excluded). Hand-offs: at ``fit``, :meth:`setup` reads the data module's public ``num_classes`` (the loss head's
-    size) and ``data_config`` (the preprocessing recorded in checkpoints as :attr:`trained_input_config`); the
-    data module asks :attr:`input_config` for its transforms. Callbacks read :meth:`evaluation_results`.
+    Evaluation loaders: ``[query, gallery]`` (``database``) or ``[query]`` (``leave_one_out``), batches with
+    ``image``, ``label``, ``index``, optional ``group`` (sequence: same-sequence gallery images are excluded). At
+    ``fit``, :meth:`setup` reads the data module's public ``num_classes`` and ``data_config`` (recorded in checkpoints
+    as :attr:`trained_input_config`); the data module asks :attr:`input_config`. Callbacks read
+    :meth:`evaluation_results`.
     """
 
     def __init__(
@@ -46,13 +45,11 @@ class ReIDModule(L.LightningModule):
     ) -> None:
         """
         Args:
-            backbone: timm name (incl. ``hf-hub:...`` / ``local-dir:/path``), ``transformers:<id or folder>``, or
-                a ``package.Class`` path; see ``create_backbone``.
+            backbone: timm name (incl. ``hf-hub:...``/``local-dir:/path``), ``transformers:<id or folder>``, a class path.
             pretrained: load the backbone's pretrained weights.
             trust_remote_code: let transformers run the model's own code (MiewID needs it); off by default.
             backbone_init_args: extra constructor arguments for the backbone.
-            init_ckpt: checkpoint (Lightning ``.ckpt`` or a state dict) whose backbone/neck weights initialise this
-                model; the loss head is not loaded, so a new species with new identities can be fine-tuned.
+            init_ckpt: checkpoint or state dict whose backbone/neck weights (not the loss head) initialise this model.
             num_classes: training identities (None: the data module's ``num_classes``, read at fit).
             projection_dim: add a linear projection neck to this embedding size (None: backbone's own size).
             loss: ``arcface``, ``subcenter_arcface``, ``triplet`` or ``softmax``.
@@ -61,29 +58,20 @@ class ReIDModule(L.LightningModule):
             sub_centers: weight vectors per class for ``subcenter_arcface``.
             miner: pytorch-metric-learning miner for ``triplet``.
             triplet_margin: margin of the triplet loss.
-            optimizer: ``class_path`` + ``init_args`` of any ``torch.optim`` optimizer (the CLI's ``--optimizer``;
-                None: SGD, lr 1e-3, momentum 0.9).
-            lr_scheduler: ``class_path`` + ``init_args`` of a scheduler stepped every optimizer step (the CLI's
-                ``--lr_scheduler``; ``total_steps``/``T_max`` default to the run's steps), or None.
-            backbone_lr_scale: the backbone's learning rate is this times the optimizer's (the neck and the loss
-                weights, new at fine-tuning, get the optimizer's own).
+            optimizer: class path + init args of any torch optimizer (CLI ``--optimizer``; None: SGD lr 1e-3, m 0.9).
+            lr_scheduler: class path + init args of a per-step scheduler (CLI ``--lr_scheduler``), or None.
+            backbone_lr_scale: backbone learning rate = this x the optimizer's (neck and loss weights: the optimizer's).
             weight_decay_norm_bias: apply weight decay to normalisation weights and biases too (False: excluded).
             metric: query x gallery score: ``cosine``, ``inner``, ``euclid`` or ``sq_euclid``.
             top_k: the k of every top-k accuracy logged.
-            candidates: gallery candidates kept per query in evaluation and prediction results (a reranker asks
-                for more when its shortlist is longer); the logged metrics always rank the whole gallery.
+            candidates: gallery candidates kept per query (evaluation, prediction, reranking shortlists at most).
             eval_chunk_size: queries scored at once (None: about 8M scores per chunk; bounds memory).
-            search_backend: ``torch`` (exact, chunked), ``faiss`` (exact flat index), ``faiss-ivf``/``faiss-hnsw``
-                (approximate candidates, rescored exactly); logged metrics rank the whole gallery exactly.
-            exact_metrics: False computes mAP/maxF1 from the top-``candidates`` only, logged as
-                ``mAP@<candidates>``/``maxF1@<candidates>`` (lower bounds; top-k accuracies stay exact), so no full
-                score row is computed; the CLI's checkpoint then monitors ``val/mAP@<candidates>``.
+            search_backend: ``torch`` (exact), ``faiss`` (exact flat), ``faiss-ivf``/``faiss-hnsw`` (approximate).
+            exact_metrics: False: mAP/maxF1 of the top-``candidates`` only, logged as ``mAP@K``/``maxF1@K``.
             channels_last: run the backbone in channels-last memory format.
             compile: ``torch.compile`` the backbone's forward (checkpoints keep the plain module's names).
-            open_set_threshold: fixed score below which a query is answered "new individual" (None: the threshold
-                chosen on the validation queries, saved with the checkpoint).
-            open_set_holdout: when no validation query is of an identity absent from the gallery, this fraction of
-                the validation identities is removed from the gallery while the threshold is chosen.
+            open_set_threshold: fixed top-1 score below which a query is "new" (None: chosen on validation).
+            open_set_holdout: share of validation identities held out of the gallery to choose the threshold.
         """
         super().__init__()
         if loss not in LOSS_NAMES:
@@ -182,7 +170,7 @@ class ReIDModule(L.LightningModule):
             query = self._gathered(0)
             leave_one_out = 1 not in self._outputs
             gallery = query if leave_one_out else self._gathered(1)
-            self._evaluation = self.search(
+            self._evaluation = self.searcher(
                 query["embedding"], gallery["embedding"], query_labels=query["label"], gallery_labels=gallery["label"],
                 query_groups=query["group"], gallery_groups=gallery["group"], leave_one_out=leave_one_out,
                 identity_names=getattr(getattr(self._trainer, "datamodule", None), "identity_names", None))
@@ -224,8 +212,7 @@ class ReIDModule(L.LightningModule):
     @property
     def threshold(self) -> float | None:
         """Top-1 score below which a query is answered "new individual" (None before any validation)."""
-        model = self.open_set_model
-        return None if model is None else model.threshold
+        return getattr(self.open_set_model, "threshold", None)
 
     def _choose_open_set(self, results: RetrievalResults) -> None:
         try:
@@ -234,16 +221,10 @@ class ReIDModule(L.LightningModule):
         except ValueError as error:
             rank_zero_warn(f"no open-set threshold chosen on validation: {error}")
             return
-        if self.open_set.threshold is None:
-            rank_zero_warn(f"no open-set threshold chosen on validation ({self.open_set.held_out}): pass "
-                           "--model.open_set_threshold")
-            return
-        self.log("val/open/threshold", self.open_set.threshold, sync_dist=False)
-        self.log("val/open/choice_gmean", self.open_set.validation_gmean, sync_dist=False)
-        held = f" with {self.open_set.held_out}" if self.open_set.held_out else ""
-        rank_zero_info(f"open-set threshold {self.open_set.threshold:.4f} ({self.open_set.score}) chosen on "
-                       f"{results.num_queries} validation queries{held}: sqrt(BAKS*BAUS) = "
-                       f"{self.open_set.validation_gmean:.4f}")
+        if self.open_set.threshold is not None:
+            self.log("val/open/threshold", self.open_set.threshold, sync_dist=False)
+            self.log("val/open/choice_gmean", self.open_set.validation_gmean, sync_dist=False)
+        rank_zero_info(self.open_set.summary(results.num_queries))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["open_set"] = None if self.open_set is None else self.open_set.to_dict()
@@ -258,20 +239,12 @@ class ReIDModule(L.LightningModule):
             self.loss_fn = self._build_loss(self.num_classes)
 
     # ------------------------------------------------------------------ search and embedding
-    def search(self, query: Tensor, gallery: Tensor, *, query_labels: Tensor | None = None,
-               gallery_labels: Tensor, query_groups: Tensor | None = None, gallery_groups: Tensor | None = None,
-               leave_one_out: bool = False, k: int | None = None, identity_names: dict | None = None
-               ) -> RetrievalResults:
-        """:func:`~reid_lightning.retrieval.search` with this model's metric, backend and chunking: query ``(Q, D)``
-        in gallery ``(G, D)``, top-``k`` kept (default ``candidates``), the query itself excluded in leave-one-out
-        and, with groups, every gallery image of the query's own group (sequence)."""
-        exclusion = Exclusion.self_pairs(len(query)) if leave_one_out else None
-        if query_groups is not None and gallery_groups is not None:
-            exclusion = Exclusion.same_group(query_groups=query_groups, gallery_groups=gallery_groups).union(exclusion)
-        return search(query, gallery, k=k or self.hparams.candidates, metric=self.hparams.metric, exclude=exclusion,
-                      query_labels=query_labels, gallery_labels=gallery_labels, identity_names=identity_names,
-                      chunk_size=self.hparams.eval_chunk_size, backend=self.hparams.search_backend,
-                      exact_metrics=self.hparams.exact_metrics)
+    @property
+    def searcher(self) -> Searcher:
+        """:func:`~reid_lightning.retrieval.search` with this model's metric, candidates, backend and chunking."""
+        hp = self.hparams
+        return Searcher(metric=hp.metric, k=hp.candidates, chunk_size=hp.eval_chunk_size, backend=hp.search_backend,
+                        exact_metrics=hp.exact_metrics)
 
     def embed(self, loader, *, description: str = "embedding", progress: bool = False) -> tuple[Tensor, Tensor | None]:
         """Embeddings ``(N, D)`` and labels of a loader in its order, in eval mode and under the trainer's

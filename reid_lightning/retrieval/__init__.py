@@ -4,6 +4,7 @@ from .exclusion import Exclusion
 from .results import NO_LABEL, RetrievalResults
 from .scores import DenseScores, EmbeddingScores, ScoreSource, ShortlistFirst
 from .search import BACKENDS, search
+from .searcher import Searcher
 
 __all__ = ["BACKENDS", "NO_LABEL", "DenseScores", "EmbeddingScores", "Exclusion", "RetrievalResults", "ScoreSource",
-           "ShortlistFirst", "search"]
+           "Searcher", "ShortlistFirst", "search"]
