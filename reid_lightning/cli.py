@@ -11,7 +11,6 @@ Each ``fit`` keeps its checkpoints in ``checkpoints/<run>/`` and points ``checkp
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import sys
@@ -25,7 +24,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch.optim import Optimizer
 
 from .callbacks import FreezeBackbone, LastCheckpoint, PredictionWriter, RandomState, ZeroShotBaseline
-from .cli_errors import friendly_errors
+from .cli_errors import ConfigurationError, ReIDArgumentParser, friendly_errors, where_given
 from .data import ReIDDataModule
 from .models import ReIDModule
 from .rundir import run_log_dir, write_new_file
@@ -88,7 +87,15 @@ class ReIDCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
         kwargs.setdefault("save_config_callback", SaveConfigToWandb)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", ReIDArgumentParser)
+        given = kwargs.get("args")  # None: the real command line
+        self.command_line = list(given) if isinstance(given, (list, tuple)) else sys.argv[1:]
         super().__init__(*args, **kwargs)
+
+    def init_parser(self, **kwargs: Any):
+        parser = super().init_parser(**kwargs)
+        parser.command_line = self.command_line
+        return parser
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
@@ -116,15 +123,15 @@ class ReIDCLI(LightningCLI):
             return
         saved = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
         model = config["model"]
-        defaults = {name: parameter.default for name, parameter in inspect.signature(self.model_class).parameters.items()}
         for name in ARCHITECTURE:
             if name not in saved:
                 continue
-            given = model.get(name)
-            if given != defaults.get(name) and given != saved[name]:
-                raise ValueError(f"--model.{name} {given!r} conflicts with the checkpoint {ckpt_path}, whose model has "
-                                 f"{name} {saved[name]!r}: its weights only fit that network. Leave --model.{name} out "
-                                 "(the checkpoint's is used) or give another --ckpt_path")
+            given, source = model.get(name), where_given(f"model.{name}", self.command_line)
+            if source is not None and given != saved[name]:
+                raise ConfigurationError(
+                    f"--model.{name} {given!r} (from {source}) conflicts with the checkpoint {ckpt_path}, whose model "
+                    f"has {name} {saved[name]!r}: its weights only fit that network. Pass --model.{name} "
+                    f"{saved[name]!r} (or leave it out), or give another --ckpt_path")
             model[name] = saved[name]
         model["pretrained"], model["init_ckpt"] = False, None
 
@@ -193,5 +200,5 @@ def main(args: list[str] | None = None) -> ReIDCLI:
     # every rank computes the evaluation from all gathered embeddings and logs identical values on purpose
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
     torch.set_float32_matmul_precision("high")
-    with friendly_errors(args if args is not None else sys.argv[1:]):
+    with friendly_errors():
         return ReIDCLI(ReIDModule, ReIDDataModule, args=args)

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from reid_lightning import eval as ev
 from reid_lightning.retrieval import RetrievalResults
 
 
@@ -16,14 +15,16 @@ def make_results(**kwargs):
     return RetrievalResults.from_scores(scores, gallery_labels=gallery, query_labels=query, **kwargs), scores
 
 
-def test_from_scores_ranks_with_stable_ties_and_matches_functional_metrics():
-    results, scores = make_results(k=4)
+def test_from_scores_ranks_with_stable_ties_and_hand_computed_metrics():
+    results, _ = make_results(k=4)
     assert results.candidate_indices.tolist() == [[0, 1, 2, 3], [3, 1, 2, 4]]
     assert results.candidate_labels.tolist() == [[0, 1, 2, 3], [3, 1, 2, 4]]
     metrics = results.metrics(top_k=(1, 3))
-    expected = ev.pr_metrics(scores, torch.arange(5), torch.tensor([2, 0]), curves=False)
-    assert metrics["mAP"] == pytest.approx(expected["mAP"].item())
-    assert metrics["top3"] == pytest.approx(ev.top_k_accuracy(scores, torch.arange(5), torch.tensor([2, 0]), 3))
+    # query 0 (identity 2) finds its one positive at rank 3: AP 1/3, best F1 at rank 3 = 2 * (1/3) / (4/3) = 1/2;
+    # query 1 (identity 0) at rank 5 (its score 0.1 is the lowest): AP 1/5, best F1 = 2 * (1/5) / (6/5) = 1/3
+    assert metrics["mAP"] == pytest.approx((1 / 3 + 1 / 5) / 2)
+    assert metrics["maxF1"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert metrics["top1"] == 0 and metrics["top3"] == pytest.approx(0.5)
 
 
 def test_rerank_sorts_shortlist_above_untouched_tail():

