@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from reid_lightning.inference.discovery import choose_discovery_threshold, discover, similarity_graph
+from reid_lightning.inference import choose_discovery_threshold, discover, similarity_graph
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 import torch
 from PIL import Image
 
@@ -43,8 +44,10 @@ def test_threshold_chosen_on_validation_beats_trivial_rules_on_test(tmp_path):
     chosen = model.threshold
     assert chosen is not None and run.callback_metrics["val/open/threshold"] == pytest.approx(chosen)
 
+    cut = model.open_set.discovery_threshold
+    assert cut is not None and model.open_set.discovery_ami is not None  # chosen on the held-out identities
     tested = run.test(model, datamodule=data)[0]
-    assert model.threshold == chosen  # never tuned on test
+    assert model.threshold == chosen and model.open_set.discovery_threshold == cut  # never tuned on test
     inputs = decision_inputs(model.evaluation_results())
     assert (~inputs["known"]).any() and inputs["known"].any()
     always_known = open_set_metrics(**inputs, threshold=-math.inf)["gmean"]
@@ -52,14 +55,32 @@ def test_threshold_chosen_on_validation_beats_trivial_rules_on_test(tmp_path):
     assert always_known == 0 and always_new == 0
     assert tested["test/open/gmean"] > 0.25
     assert tested["test/open/BAKS"] > 0 and tested["test/open/BAUS"] > 0
+    # discovery metrics: the test queries of identities absent from the gallery, grouped at the validation cut
+    results = model.evaluation_results()
+    unknown = ~decision_inputs(results)["known"]
+    embeddings = torch.stack([torch.as_tensor(np.asarray(data.dataset("test")[i][0])).flatten()
+                              for i in range(results.num_queries)])[unknown]
+    groups = model.open_set.group(embeddings).groups
+    truth = results.query_labels[unknown].numpy()
+    assert tested["test/discovery/ARI"] == pytest.approx(adjusted_rand_score(truth, groups), abs=1e-6)
+    assert tested["test/discovery/AMI"] == pytest.approx(adjusted_mutual_info_score(truth, groups), abs=1e-6)
+    assert tested["test/discovery/count_error"] == len(set(groups)) - len(set(truth))
+    # a test on other photos changes neither cut
+    run.test(model, datamodule=ReIDDataModule(synthetic_dir=str(tmp_path / "data"), synthetic=True,
+                                              synthetic_individuals=12, synthetic_images_per_individual=8,
+                                              synthetic_image_size=32, image_size=32, split="open", open_ratio=0.3,
+                                              test_ratio=0.3, val_ratio=0.2, batch_size=16, seed=5))
+    assert model.threshold == chosen and model.open_set.discovery_threshold == cut
 
     # the threshold travels with the checkpoint; --model.open_set_threshold overrides it
     path = tmp_path / "model.ckpt"
     run.save_checkpoint(path)
     loaded = ReIDModule.load_from_checkpoint(path, weights_only=True)
     assert loaded.threshold == chosen
-    overridden = ReIDModule.load_from_checkpoint(path, weights_only=True, open_set_threshold=0.123)
-    assert overridden.threshold == 0.123
+    assert loaded.open_set.discovery_threshold == cut
+    overridden = ReIDModule.load_from_checkpoint(path, weights_only=True, open_set_threshold=0.123,
+                                                 discovery_threshold=0.5)
+    assert overridden.threshold == 0.123 and overridden.open_set_model.discovery_threshold == 0.5
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +222,24 @@ def test_python_predict_writes_the_same_rows_as_train_py(photos, tmp_path):
     from_cli, from_python = pd.read_csv(cli_output), pd.read_csv(writer.path)
     assert len(from_python) == 5 and from_python["confidence"].between(0, 1).all()
     pd.testing.assert_frame_equal(from_python, from_cli)
+
+
+def test_photos_answered_new_are_grouped_into_proposed_individuals(photos, tmp_path):
+    new = tmp_path / "new"
+    shutil.copytree(photos / "new", new)
+    shutil.copy(new / "unseen0.jpg", new / "unseen0_again.jpg")  # two photos of one new animal, cosine 1
+    data = ReIDDataModule(root=str(photos / "data"), metadata="known.csv", image_size=32, batch_size=4,
+                          predict_dir=str(new))
+    model = ReIDModule(backbone="torch.nn.Flatten", pretrained=False, open_set_threshold=0.999,
+                       discovery_threshold=0.999)
+    writer = PredictionWriter(output=str(tmp_path / "out" / "predictions.csv"))
+    trainer(tmp_path, writer).predict(model, datamodule=data)
+    frame = writer.predictions.set_index("image_id")
+    # known answers keep their identity; new photos get new_001 (the largest group: the two copies) ...
+    assert frame.loc["a.jpg", "proposed_identity"] == frame.loc["a.jpg", "identity"] == "ind_000"
+    assert frame.loc["unseen0.jpg", "proposed_identity"] == frame.loc["unseen0_again.jpg", "proposed_identity"]
+    assert frame.loc["unseen0.jpg", "proposed_identity"] == "new_001"
+    others = {frame.loc[name, "proposed_identity"] for name in ("unseen1.jpg", "unseen2.jpg")}
+    assert others == {"new_002", "new_003"}
+    assert writer.discovery.num_groups == 3
+    assert (tmp_path / "out" / "proposed_individuals.png").stat().st_size > 1000

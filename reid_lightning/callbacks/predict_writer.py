@@ -13,8 +13,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from ..distributed import gather_in_order
+from ..inference.discovery import Discovery
 from ..inference.gallery_cache import GalleryCache, gallery_cache_key
 from ..inference.predictions import RankedAnswers, prediction_frame
+from ..report.contact_sheet import contact_sheet
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir, write_new_file
 
@@ -58,6 +60,8 @@ class PredictionWriter(BasePredictionWriter):
         """The ranked candidates and open-set model those rows were formed from (on the global-zero process)."""
         self.path: Path | None = None
         """Where the last ``predictions.csv`` was written."""
+        self.discovery: Discovery | None = None
+        """The proposed individuals among the photos answered new (None: no discovery cut)."""
         self._gallery: tuple | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -112,10 +116,17 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         self.answers = answers
+        is_new = answers.open_set.is_new(answers.results.candidate_scores[:, 0].cpu())
+        # new photos are grouped by the model's cosine cut (chosen on validation), with or without reranking
+        grouping = pl_module.open_set_model
+        self.discovery = grouping.group(query["embedding"][is_new.to(query["embedding"].device)]) if grouping else None
         self.predictions = prediction_frame(
             answers, image_ids=inputs.metadata["image_id"].tolist(), paths=inputs.metadata["path"].tolist(),
-            gallery_paths=[str(gallery.image_path(i)) for i in range(len(gallery))])
+            gallery_paths=[str(gallery.image_path(i)) for i in range(len(gallery))],
+            groups=None if self.discovery is None else self.discovery.groups)
         self.path = self._write(trainer, path)
+        if self.discovery is not None and self.discovery.num_groups:
+            self._write_contact_sheet(inputs, is_new)
 
     def _write(self, trainer: L.Trainer, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,8 +139,24 @@ class PredictionWriter(BasePredictionWriter):
         print(f"{len(frame)} photos: {int((~frame['is_new']).sum())} known individuals, {int(frame['is_new'].sum())} "
               f"new (threshold {model.threshold:.4f} on the {model.score}); confidence = calibrated probability "
               "that the answer is right, score = the raw top-1 score")
+        if self.discovery is not None:
+            print(f"{self.discovery.num_groups} proposed new individuals among the {int(frame['is_new'].sum())} new "
+                  f"photos (proposed_identity; grouped at cosine {self.discovery.threshold:.4f})")
         print(f"predictions written to {path}")
         return path
+
+    def _write_contact_sheet(self, inputs, is_new: Tensor) -> None:
+        """``proposed_individuals.png`` beside ``predictions.csv``: one row of photos per proposed individual."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        figure = contact_sheet(self.discovery.groups, dataset=inputs, photos=is_new.nonzero().flatten().numpy())
+        target = self.path.with_name("proposed_individuals.png")
+        figure.savefig(target, dpi=80, bbox_inches="tight")
+        plt.close(figure)
+        print(f"proposed individuals pictured in {target}")
 
 
 def _per_loader(predictions) -> list[list]:

@@ -2,18 +2,8 @@
 decision ("known individual X, or a new one?"), ``predictions.csv`` and the grouping of new photos into proposed
 individuals."""
 
-from reid_lightning.inference.discovery import (
-    Dendrogram,
-    Discovery,
-    SimilarityGraph,
-    ami_per_cut,
-    build_dendrogram,
-    choose_discovery_threshold,
-    cosine_of_pairs,
-    discover,
-    number_by_size,
-    similarity_graph,
-)
+from reid_lightning.inference.dendrogram import Dendrogram, ami_per_cut, build_dendrogram, number_by_size
+from reid_lightning.inference.discovery import Discovery, choose_discovery_threshold, discover
 from reid_lightning.inference.knn import KnnClassifier
 from reid_lightning.inference.open_set import (
     NEW_INDIVIDUAL,
@@ -27,6 +17,7 @@ from reid_lightning.inference.open_set import (
     open_set_predict,
 )
 from reid_lightning.inference.predictions import RankedAnswers, prediction_frame
+from reid_lightning.inference.similarity_graph import SimilarityGraph, cosine_of_pairs, similarity_graph
 from reid_lightning.inference.topk import TopkClassifier
 
 __all__ = ["NEW_INDIVIDUAL", "Dendrogram", "Discovery", "KnnClassifier", "OpenSetDecision", "OpenSetModel",

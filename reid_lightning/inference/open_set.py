@@ -1,9 +1,11 @@
-"""Open set in one place: is a query's top-1 answer a known individual or a new one, and how sure is it?
+"""Open set in one place: is a query's top-1 answer a known individual or a new one, how sure is it, and which
+new photos show the same new individual?
 
 - :func:`decision_inputs` reads the top-1 answer of every query from :class:`RetrievalResults` (raw scores, or the
   fused probabilities of reranked results);
-- :func:`fit_open_set` chooses the threshold (max sqrt(BAKS * BAUS)) and fits the confidence calibration on
-  labelled held-out queries (validation), holding some identities out of the gallery when none is unknown;
+- :func:`fit_open_set` chooses the threshold (max sqrt(BAKS * BAUS)), fits the confidence calibration and chooses
+  the discovery cut (max AMI of the grouping of the unknown queries) on labelled held-out queries (validation),
+  holding some identities out of the gallery when none is unknown;
 - :class:`OpenSetModel` decides, gives the confidence and is saved/loaded (checkpoint key and ``threshold.json``
   through the same :meth:`OpenSetModel.to_dict`);
 - :func:`open_set_log_values` is everything logged about it;
@@ -22,9 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..metrics.discovery import discovery_metrics
 from ..metrics.open_set import open_set_metrics, per_identity_mean
 from ..retrieval import RetrievalResults
 from ..similarity.calibration import Calibration, IsotonicCalibration, expected_calibration_error
+from .discovery import Discovery, choose_discovery_threshold, discover
+from .similarity_graph import DEFAULT_K
 
 NEW_INDIVIDUAL = "new_individual"
 
@@ -163,6 +168,10 @@ class OpenSetModel:
         named_right: calibration of P(a named answer is right | score).
         new_right: calibration of P(the query is a new individual | score) (fitted on -score: increasing).
         held_out: how unknown queries were made (empty when the validation split had some).
+        discovery_threshold: cosine cut grouping new photos into proposed individuals (average linkage over each
+            photo's ``discovery_k`` nearest new photos, :func:`~reid_lightning.inference.discover`); None: no grouping.
+        discovery_k: neighbours per photo in the grouping graph.
+        discovery_ami: adjusted mutual information of the cut on the unknown queries it was chosen on.
     """
 
     threshold: float | None
@@ -171,10 +180,27 @@ class OpenSetModel:
     named_right: Calibration | None = None
     new_right: Calibration | None = None
     held_out: str = ""
+    discovery_threshold: float | None = None
+    discovery_k: int = DEFAULT_K
+    discovery_ami: float | None = None
 
-    def with_threshold(self, threshold: float | None) -> OpenSetModel:
-        """This model with a fixed threshold (e.g. ``--model.open_set_threshold``); the calibration is kept."""
-        return self if threshold is None else replace(self, threshold=float(threshold), validation_gmean=None)
+    def with_overrides(self, *, threshold: float | None = None, discovery_threshold: float | None = None
+                       ) -> OpenSetModel:
+        """This model with fixed cuts (``--model.open_set_threshold``, ``--model.discovery_threshold``) where given;
+        the calibration is kept."""
+        model = self if threshold is None else replace(self, threshold=float(threshold), validation_gmean=None)
+        if discovery_threshold is not None:
+            model = replace(model, discovery_threshold=float(discovery_threshold), discovery_ami=None)
+        return model
+
+    def group(self, embeddings: Tensor) -> Discovery | None:
+        """Proposed individuals among new photos ``(N, D)`` (None without a discovery cut)."""
+        if self.discovery_threshold is None or len(embeddings) == 0:
+            return None
+        if len(embeddings) == 1:
+            return Discovery(groups=np.zeros(1, dtype=np.int64), threshold=self.discovery_threshold)
+        return discover(embeddings.detach().float().cpu(), threshold=self.discovery_threshold,
+                        k=min(self.discovery_k, len(embeddings) - 1))
 
     def is_new(self, scores: Tensor) -> Tensor:
         """(Q,) bool: the answer is ``new_individual`` (score below the threshold, or NaN / no candidate)."""
@@ -200,15 +226,19 @@ class OpenSetModel:
             return (f"no open-set threshold chosen on {num_queries} validation queries ({self.held_out}): pass "
                     "--model.open_set_threshold")
         held = f" with {self.held_out}" if self.held_out else ""
+        grouping = ("" if self.discovery_threshold is None else f"; new photos grouped at cosine "
+                    f"{self.discovery_threshold:.4f} (AMI {self.discovery_ami:.4f} on the unknown queries)")
         return (f"open-set threshold {self.threshold:.4f} ({self.score}) chosen on {num_queries} validation "
-                f"queries{held}: sqrt(BAKS*BAUS) = {self.validation_gmean:.4f}")
+                f"queries{held}: sqrt(BAKS*BAUS) = {self.validation_gmean:.4f}{grouping}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values: the checkpoint entry and the content of ``threshold.json``."""
         return {"open_set_threshold": self.threshold, "score": self.score, "validation_gmean": self.validation_gmean,
                 "held_out": self.held_out,
                 "named_right": None if self.named_right is None else self.named_right.to_dict(),
-                "new_right": None if self.new_right is None else self.new_right.to_dict()}
+                "new_right": None if self.new_right is None else self.new_right.to_dict(),
+                "discovery_threshold": self.discovery_threshold, "discovery_k": self.discovery_k,
+                "discovery_ami": self.discovery_ami}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OpenSetModel:
@@ -217,7 +247,9 @@ class OpenSetModel:
 
         return cls(threshold=data.get("open_set_threshold"), score=data.get("score", "score"),
                    validation_gmean=data.get("validation_gmean"), named_right=calibration(data.get("named_right")),
-                   new_right=calibration(data.get("new_right")), held_out=data.get("held_out", ""))
+                   new_right=calibration(data.get("new_right")), held_out=data.get("held_out", ""),
+                   discovery_threshold=data.get("discovery_threshold"),
+                   discovery_k=data.get("discovery_k", DEFAULT_K), discovery_ami=data.get("discovery_ami"))
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON (``threshold.json``)."""
@@ -230,7 +262,8 @@ class OpenSetModel:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def fit_open_set(results: RetrievalResults, *, score: str, holdout: float = 0.2, seed: int = 0) -> OpenSetModel:
+def fit_open_set(results: RetrievalResults, *, score: str, holdout: float = 0.2, seed: int = 0,
+                 embeddings: Tensor | None = None, discovery_k: int = DEFAULT_K) -> OpenSetModel:
     """Choose the threshold and fit the confidence calibration on labelled held-out queries (validation).
 
     The top-1 answers are read with :func:`decision_inputs`. Without unknown queries, ``holdout`` of the
@@ -253,7 +286,18 @@ def fit_open_set(results: RetrievalResults, *, score: str, holdout: float = 0.2,
     elif not held_out:
         held_out = "no threshold: the validation queries are all known or all unknown"
     named_right, new_right = _fit_confidence(inputs)
-    return OpenSetModel(threshold, score, gmean, named_right, new_right, held_out)
+    cut, ami = _choose_cut(embeddings, inputs, discovery_k) if embeddings is not None else (None, None)
+    return OpenSetModel(threshold, score, gmean, named_right, new_right, held_out, cut, discovery_k, ami)
+
+
+def _choose_cut(embeddings: Tensor, inputs: dict[str, Tensor], k: int) -> tuple[float | None, float | None]:
+    """The discovery cut with the best AMI on the unknown queries (real, or made by holding identities out)."""
+    unknown = ~inputs["known"]
+    labels = inputs["query_labels"][unknown]
+    if int(unknown.sum()) < 3 or len(torch.unique(labels)) < 2:
+        return None, None
+    photos = embeddings.detach().float().cpu()[unknown]
+    return choose_discovery_threshold(photos, true_labels=labels.numpy(), k=min(k, len(photos) - 1))
 
 
 def _fit_confidence(inputs: dict[str, Tensor]) -> tuple[Calibration | None, Calibration | None]:
@@ -272,10 +316,13 @@ def answers_right(inputs: dict[str, Tensor], is_new: Tensor) -> Tensor:
     return torch.where(is_new, ~inputs["known"], named_right & ~is_new)
 
 
-def open_set_log_values(results: RetrievalResults, model: OpenSetModel | None) -> dict[str, float]:
+def open_set_log_values(results: RetrievalResults, model: OpenSetModel | None, embeddings: Tensor | None = None
+                        ) -> dict[str, float]:
     """Everything logged about the open-set answers of labelled results: ``open/<metric>`` (BAKS, BAUS, gmean,
-    ... when some queries are of identities absent from the gallery) and ``confidence_ece`` (expected calibration
-    error of the answers' confidence against their correctness, when the model is calibrated)."""
+    ... when some queries are of identities absent from the gallery), ``confidence_ece`` (expected calibration
+    error of the answers' confidence against their correctness, when the model is calibrated) and, with the
+    queries' ``embeddings (Q, D)`` and a discovery cut, ``discovery/<metric>`` (ARI, AMI, pairwise and B-cubed
+    precision/recall/F1, count error) of the grouping of the queries whose identity is not in the gallery."""
     inputs = decision_inputs(results)
     values: dict[str, float] = {}
     threshold = None if model is None else model.threshold
@@ -288,4 +335,9 @@ def open_set_log_values(results: RetrievalResults, model: OpenSetModel | None) -
         confidence = model.confidence(inputs["scores"], is_new)
         values["confidence_ece"] = expected_calibration_error(confidence.numpy(),
                                                               answers_right(inputs, is_new).numpy())
+    unknown = ~inputs["known"]
+    grouped = model.group(embeddings.cpu()[unknown]) if model is not None and embeddings is not None else None
+    if grouped is not None:
+        values.update({f"discovery/{name}": value for name, value in discovery_metrics(
+            true_labels=inputs["query_labels"][unknown].numpy(), proposed_labels=grouped.groups).items()})
     return values

@@ -13,7 +13,9 @@ import pandas as pd
 from ..retrieval import RetrievalResults
 from .open_set import NEW_INDIVIDUAL, OpenSetModel
 
-PREDICTION_COLUMNS = ("image_id", "path", "identity", "confidence", "score", "is_new", "top5", "gallery_image")
+PREDICTION_COLUMNS = ("image_id", "path", "identity", "confidence", "score", "is_new", "top5", "gallery_image",
+                      "proposed_identity")
+NEW_PREFIX = "new_"
 
 
 @dataclass(frozen=True)
@@ -31,20 +33,38 @@ class RankedAnswers:
     open_set: OpenSetModel
 
 
+def proposed_identities(identities: Sequence[str], *, is_new: np.ndarray, groups: np.ndarray | None) -> list[str]:
+    """``proposed_identity`` of every answer: the known individual for known answers, ``new_001``, ``new_002`` ...
+    (group 0, the largest, is ``new_001``) for photos answered new, ``new_individual`` when they were not grouped.
+
+    Args:
+        identities: (Q,) the answers.
+        is_new: (Q,) bool, the photos answered new.
+        groups: (number of new photos,) group id of each new photo in order, or None.
+    """
+    proposed = [str(name) for name in identities]
+    if groups is None:
+        return proposed
+    for row, group in zip(np.flatnonzero(is_new), np.asarray(groups), strict=True):
+        proposed[row] = f"{NEW_PREFIX}{int(group) + 1:03d}"
+    return proposed
+
+
 def prediction_frame(answers: RankedAnswers, *, image_ids: Sequence[str], paths: Sequence[str],
-                     gallery_paths: Sequence[str], top: int = 5) -> pd.DataFrame:
+                     gallery_paths: Sequence[str], groups: np.ndarray | None = None, top: int = 5) -> pd.DataFrame:
     """The rows of ``predictions.csv``, in query order.
 
     Columns: ``image_id``, ``path`` (as given), ``identity`` (the known individual, or ``new_individual``),
     ``confidence`` (calibrated probability that this answer is right), ``score`` (the raw top-1 score the decision
     thresholds), ``is_new``, ``top5`` (JSON list of the best distinct identities with their scores),
-    ``gallery_image`` (the top-1 gallery photo).
+    ``gallery_image`` (the top-1 gallery photo), ``proposed_identity`` (see :func:`proposed_identities`).
 
     Args:
         answers: the new photos' candidates and the open-set model.
         image_ids: (Q,) id of every new photo.
         paths: (Q,) path of every new photo.
         gallery_paths: (G,) path of every gallery image.
+        groups: group id of each photo answered new, in order (from the open-set model's ``group``), or None.
         top: identities listed in ``top5`` (distinct, best score first).
     """
     results = answers.results
@@ -67,13 +87,15 @@ def prediction_frame(answers: RankedAnswers, *, image_ids: Sequence[str], paths:
                 break
         top_lists.append(json.dumps([[name, value] for name, value in best.items()]))
     first = results.candidate_indices.cpu()[:, 0]
+    answered = np.where(is_new.numpy(), NEW_INDIVIDUAL, identities[:, 0])
     return pd.DataFrame({
         "image_id": list(image_ids),
         "path": list(paths),
-        "identity": np.where(is_new.numpy(), NEW_INDIVIDUAL, identities[:, 0]),
+        "identity": answered,
         "confidence": answers.open_set.confidence(top1, is_new).numpy(),
         "score": top1.numpy(),
         "is_new": is_new.numpy(),
         "top5": top_lists,
         "gallery_image": [gallery_paths[i] if i >= 0 else "" for i in first.tolist()],
+        "proposed_identity": proposed_identities(answered, is_new=is_new.numpy(), groups=groups),
     }, columns=list(PREDICTION_COLUMNS))

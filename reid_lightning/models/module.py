@@ -41,7 +41,7 @@ class ReIDModule(L.LightningModule):
         top_k: tuple[int, ...] = (1, 5), candidates: int = 100, eval_chunk_size: int | None = None,
         search_backend: Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"] = "torch", exact_metrics: bool = True,
         channels_last: bool = False, compile: bool = False, open_set_threshold: float | None = None,
-        open_set_holdout: float = 0.2,
+        open_set_holdout: float = 0.2, discovery_threshold: float | None = None,
     ) -> None:
         """
         Args:
@@ -72,6 +72,7 @@ class ReIDModule(L.LightningModule):
             compile: ``torch.compile`` the backbone's forward (checkpoints keep the plain module's names).
             open_set_threshold: fixed top-1 score below which a query is "new" (None: chosen on validation).
             open_set_holdout: share of validation identities held out of the gallery to choose the threshold.
+            discovery_threshold: fixed cosine cut grouping new photos into individuals (None: chosen on validation).
         """
         super().__init__()
         if loss not in LOSS_NAMES:
@@ -94,6 +95,7 @@ class ReIDModule(L.LightningModule):
         self._compiled_backbone = None
         self._outputs: dict[int, list[dict[str, Tensor]]] = {}
         self._evaluation: RetrievalResults | None = None
+        self._query_embeddings: Tensor | None = None
         self.trained_input_config: dict | None = None
         """Input ``size``/``mean``/``std`` of the training run (recorded at fit, saved in checkpoints)."""
         self.open_set: OpenSetModel | None = None
@@ -134,9 +136,8 @@ class ReIDModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss_fn(self(batch["image"]), batch["label"])
-        # averaged over processes, so every rank logs (and a monitor sees) the same value
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["label"]),
-                 sync_dist=True)
+                 sync_dist=True)  # averaged over processes, so every rank logs (and a monitor sees) the same value
         return loss
 
     def configure_optimizers(self):
@@ -157,7 +158,7 @@ class ReIDModule(L.LightningModule):
     validation_step = test_step = _collect
 
     def _reset_evaluation(self) -> None:
-        self._outputs, self._evaluation = {}, None
+        self._outputs, self._evaluation, self._query_embeddings = {}, None, None
 
     on_validation_epoch_start = on_test_epoch_start = _reset_evaluation
 
@@ -168,6 +169,7 @@ class ReIDModule(L.LightningModule):
         process, from an ``on_*_epoch_end`` or later hook), the same object afterwards until the next epoch."""
         if self._evaluation is None:
             query = self._gathered(0)
+            self._query_embeddings = query["embedding"]
             leave_one_out = 1 not in self._outputs
             gallery = query if leave_one_out else self._gathered(1)
             self._evaluation = self.searcher(
@@ -196,18 +198,17 @@ class ReIDModule(L.LightningModule):
         # every process holds all embeddings and computes identical values: no further reduction
         for name, value in results.metrics(top_k=self.hparams.top_k).items():
             self.log(f"{prefix}/{name}", float(value), prog_bar=name in ("top1", "mAP"), sync_dist=False)
-        for name, value in open_set_log_values(results, self.open_set_model).items():
+        for name, value in open_set_log_values(results, self.open_set_model, self._query_embeddings).items():
             self.log(f"{prefix}/{name}", value, sync_dist=False)
 
     # ------------------------------------------------------------------ open set
     @property
     def open_set_model(self) -> OpenSetModel | None:
-        """The open-set model answers are decided with: the validation-chosen one, with ``open_set_threshold``
-        replacing its threshold when given."""
-        fixed = self.hparams.get("open_set_threshold")
-        if self.open_set is None:
-            return None if fixed is None else OpenSetModel(float(fixed), f"top-1 {self.hparams.metric} score")
-        return self.open_set.with_threshold(fixed)
+        """The open-set model answers are decided (and new photos grouped) with: the validation-chosen one, with
+        ``open_set_threshold`` / ``discovery_threshold`` replacing its cuts when given."""
+        fixed, cut = self.hparams.get("open_set_threshold"), self.hparams.get("discovery_threshold")
+        model = self.open_set or (None if fixed is None else OpenSetModel(None, f"top-1 {self.hparams.metric} score"))
+        return None if model is None else model.with_overrides(threshold=fixed, discovery_threshold=cut)
 
     @property
     def threshold(self) -> float | None:
@@ -217,7 +218,8 @@ class ReIDModule(L.LightningModule):
     def _choose_open_set(self, results: RetrievalResults) -> None:
         try:
             self.open_set = fit_open_set(results, score=f"top-1 {self.hparams.metric} score",
-                                         holdout=self.hparams.open_set_holdout, seed=self.current_epoch)
+                                         holdout=self.hparams.open_set_holdout, seed=self.current_epoch,
+                                         embeddings=self._query_embeddings)
         except ValueError as error:
             rank_zero_warn(f"no open-set threshold chosen on validation: {error}")
             return

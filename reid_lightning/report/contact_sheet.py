@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from ..inference.discovery import number_by_size
+from ..inference.dendrogram import number_by_size
 
 PAD = 6
 """White pixels between thumbnails."""
