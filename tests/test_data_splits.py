@@ -216,3 +216,18 @@ def test_contiguous_classes_maps_codes_to_class_index():
     assert (class_codes[class_index] == [5, 2, 5, 9]).all()
     with pytest.raises(ValueError, match=r"rows \[1\] are 'unknown'"):
         contiguous_classes(np.array([0, -1, 2]))
+
+
+def test_val_unseen_identities_are_never_trained_on_nor_tested():
+    identities = [f"id{i:02d}" for i in range(20) for _ in range(6)]
+    df = pd.DataFrame({"image_id": [f"im{i}" for i in range(120)], "identity": identities,
+                       "path": [f"{i}.jpg" for i in range(120)]})
+    plain = split_metadata(df, "closed", test_ratio=0.3, val_ratio=0.1, seed=1)
+    split = split_metadata(df, "closed", test_ratio=0.3, val_ratio=0.1, seed=1, val_unseen_ratio=0.2)
+    unseen = set(split["val"]["identity"]) - set(split["train"]["identity"])
+    assert len(unseen) == 4  # round(0.2 * 20)
+    assert not unseen & set(split["test"]["identity"])  # the test split keeps every identity it had
+    assert not set(plain["val"]["identity"]) - set(plain["train"]["identity"])  # none without the option
+    for name in unseen:  # all 6 images of an unseen identity are validation images
+        assert (split["val"]["identity"] == name).sum() == 6
+    assert sorted(pd.concat(split.values()).index) == list(range(120))

@@ -11,9 +11,9 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 import torch
 from PIL import Image
+from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
 from reid_lightning.callbacks import PredictionWriter
 from reid_lightning.data import ReIDDataModule

@@ -48,6 +48,9 @@ class ReIDDataModule(L.LightningDataModule):
         test_ratio: fraction of images held out for testing.
         val_ratio: fraction of images held out for validation.
         open_ratio: fraction of identities seen only in the held-out split (split=open).
+        val_unseen_ratio: fraction of identities kept out of training: all their images go to validation, where
+            they are new individuals for choosing the open-set threshold and the discovery cut (0: none; then
+            identities the model trained on are held out of the gallery instead).
         seed: seed of the split.
         protocol: evaluation protocol: database (query vs. training gallery) or leave_one_out.
         image_size: input size overriding the model's.
@@ -93,6 +96,7 @@ class ReIDDataModule(L.LightningDataModule):
         test_ratio: float = 0.3,
         val_ratio: float = 0.1,
         open_ratio: float = 0.2,
+        val_unseen_ratio: float = 0.0,
         seed: int = 0,
         protocol: str = "database",
         image_size: int | None = None,
@@ -121,7 +125,7 @@ class ReIDDataModule(L.LightningDataModule):
         gallery_csv: str | None = None,
     ) -> None:
         super().__init__()
-        check_split_arguments(split, test_ratio, val_ratio, open_ratio)
+        check_split_arguments(split, test_ratio, val_ratio, open_ratio, val_unseen_ratio)
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol={protocol!r} is not supported; choose one of {list(PROTOCOLS)}")
         if img_load not in IMG_LOAD_MODES:
@@ -141,7 +145,7 @@ class ReIDDataModule(L.LightningDataModule):
         self.synthetic_settings = SyntheticSettings(synthetic_individuals, synthetic_images_per_individual,
                                                     synthetic_image_size)
         self.split_settings = {"split": split, "test_ratio": test_ratio, "val_ratio": val_ratio,
-                               "open_ratio": open_ratio, "seed": seed}
+                               "open_ratio": open_ratio, "val_unseen_ratio": val_unseen_ratio, "seed": seed}
         self.seed = seed
         self.protocol = protocol
         self.image_size, self.mean, self.std = image_size, mean, std

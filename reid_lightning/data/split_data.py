@@ -45,7 +45,7 @@ class SplitData:
 
 
 def prepare_splits(source: MetadataSource, *, split: str, test_ratio: float, val_ratio: float, open_ratio: float,
-                   seed: int, img_load: str, on_bad_image: str, unknown_markers: tuple[str, ...],
+                   val_unseen_ratio: float, seed: int, img_load: str, on_bad_image: str, unknown_markers: tuple[str, ...],
                    exclude_same_sequence: bool, progress: bool) -> SplitData:
     """Load and validate the metadata, check every image (``on_bad_image``: ``error`` or ``skip``), split it."""
     df = load_metadata(source.metadata, source.root, check_files=False, unknown_markers=unknown_markers)
@@ -60,7 +60,7 @@ def prepare_splits(source: MetadataSource, *, split: str, test_ratio: float, val
         df = df.drop(index=bad["row"])
     # split on positions 0..M-1; the dataset keeps the metadata rows for its messages
     splits = split_metadata(df.reset_index(drop=True), split, test_ratio=test_ratio, val_ratio=val_ratio,
-                            open_ratio=open_ratio, seed=seed)
+                            open_ratio=open_ratio, seed=seed, val_unseen_ratio=val_unseen_ratio)
     if splits["train"].empty:
         raise ValueError(f"split '{split}' left no training images; lower test_ratio/val_ratio")
     images = ImageDataset(df, root=source.root, img_load=img_load)
@@ -107,7 +107,10 @@ def summary(data: SplitData, *, protocol: str, unknown_markers: tuple[str, ...],
         lines.append(f"{stage} ({protocol}): {len(data.positions[stage])} queries, "
                      f"{int(unmatched_queries(data, stage, protocol).sum())} without their identity in the gallery; "
                      f"{gallery}")
-    lines.append(f"training classes: {len(data.class_codes)}")
+    val_codes = data.codes("val")
+    unseen = np.setdiff1d(val_codes[val_codes >= 0], data.class_codes)
+    lines.append(f"training classes: {len(data.class_codes)}; validation identities never trained on: {len(unseen)} "
+                 f"({int(np.isin(val_codes, unseen).sum())} images: new individuals for the open-set threshold)")
     lines.append(f"unknown identity: {int((data.images.labels < 0).sum())} rows (markers {list(unknown_markers)}, "
                  "case and spaces ignored)")
     lines.append(f"skipped as bad images: {len(data.skipped)} rows (on_bad_image='{on_bad_image}')")

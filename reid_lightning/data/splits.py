@@ -137,8 +137,11 @@ def split_by_column(df: pd.DataFrame, column: str = "split") -> dict[str, pd.Dat
     return {name: df[(values == name).to_numpy()] for name in SPLIT_NAMES}
 
 
-def check_split_arguments(strategy: str, test_ratio: float, val_ratio: float, open_ratio: float) -> None:
+def check_split_arguments(strategy: str, test_ratio: float, val_ratio: float, open_ratio: float,
+                          val_unseen_ratio: float = 0.0) -> None:
     """Raise a ValueError naming the argument when a split setting is invalid."""
+    if not 0 <= val_unseen_ratio < 1:
+        raise ValueError(f"val_unseen_ratio={val_unseen_ratio} must be in [0, 1)")
     if strategy not in SPLIT_STRATEGIES:
         raise ValueError(f"unknown split strategy {strategy!r}; choose one of {list(SPLIT_STRATEGIES)}")
     if not (0 <= test_ratio < 1 and 0 <= val_ratio < 1 and test_ratio + val_ratio < 1):
@@ -157,6 +160,7 @@ def split_metadata(
     val_ratio: float = 0.1,
     open_ratio: float = 0.2,
     seed: int = 0,
+    val_unseen_ratio: float = 0.0,
 ) -> dict[str, pd.DataFrame]:
     """Split validated metadata into ``{"train", "val", "test"}`` DataFrames.
 
@@ -170,16 +174,21 @@ def split_metadata(
         val_ratio: fraction of the images carved out of the rest for validation, by the same rule.
         open_ratio: fraction of the identities seen only in the held-out split (``open`` only).
         seed: seed of every random choice; equal seeds give equal splits.
+        val_unseen_ratio: fraction of the identities kept out of training altogether: all their images go to
+            validation, where they are new individuals the model never trained on (for choosing the open-set
+            threshold and the discovery cut); they are set aside before the test split is drawn.
 
     Returns:
         Three DataFrames that keep ``df``'s index (row positions after :func:`load_metadata`).
     """
-    check_split_arguments(strategy, test_ratio, val_ratio, open_ratio)
+    check_split_arguments(strategy, test_ratio, val_ratio, open_ratio, val_unseen_ratio)
     if strategy == "column":
         return split_by_column(df)
     rng = np.random.default_rng(seed)
     unknown_rows = is_unknown(df["identity"])
     known = df[~unknown_rows]
+    unseen = _unseen(known, val_unseen_ratio, rng) if val_unseen_ratio > 0 else np.zeros(len(known), dtype=bool)
+    known, unseen = known[~unseen], known[unseen]
     test_rule = _held_out_rule(strategy, open_ratio)
     test_mask = test_rule(known, test_ratio, rng) if test_ratio > 0 else np.zeros(len(known), dtype=bool)
     rest = known[~test_mask]
@@ -196,9 +205,16 @@ def split_metadata(
     unknown_to_val[rng.permutation(len(unknown))[:num_unknown_val]] = True
     return {
         "train": rest[~val_mask],
-        "val": pd.concat([rest[val_mask], unknown[unknown_to_val]]).sort_index(),
+        "val": pd.concat([rest[val_mask], unseen, unknown[unknown_to_val]]).sort_index(),
         "test": pd.concat([known[test_mask], unknown[~unknown_to_val]]).sort_index(),
     }
+
+
+def _unseen(rows: pd.DataFrame, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """Rows of ``round(ratio * identities)`` random identities (at least one, and one kept for the rest)."""
+    names = np.unique(rows["identity"].to_numpy())
+    count = min(len(names) - 1, max(1, int(np.floor(len(names) * ratio + 0.5))))
+    return np.isin(rows["identity"].to_numpy(), rng.choice(names, size=max(count, 0), replace=False))
 
 
 def _check_held_out(
