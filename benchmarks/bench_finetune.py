@@ -20,6 +20,8 @@ import os
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 REPORTED = ("top1", "top5", "mAP", "maxF1")
@@ -36,13 +38,23 @@ def recipes(backbone: str, ablate: bool) -> dict[str, tuple[str, list[str]]]:
             "--trainer.precision", "32-true"]),
         f"{backbone}, fine-tuning recipe": ("fit", pretrained),
     }
-    if ablate:
-        chosen.update({
-            "  without the backbone's lower lr (scale 1)": ("fit", [*pretrained, "--model.backbone_lr_scale", "1.0"]),
-            "  without warmup": ("fit", [*pretrained, "--lr_scheduler.init_args.warmup_fraction", "0.0"]),
-            "  with weight decay on norms and biases": ("fit", [*pretrained, "--model.weight_decay_norm_bias", "true"]),
-            "  plus 1 epoch with the backbone frozen": ("fit", [*pretrained, "--freeze_backbone.epochs", "1"]),
-        })
+    if ablate:  # each choice of the recipe flipped, one at a time
+        recipe = yaml.safe_load((CONFIGS / "finetune_pretrained.yaml").read_text())
+        scale = recipe["model"]["backbone_lr_scale"]
+        warmup = recipe["lr_scheduler"]["init_args"]["warmup_fraction"]
+        decay = recipe["model"]["weight_decay_norm_bias"]
+        frozen = recipe["freeze_backbone"]["epochs"]
+        flips = {
+            f"  backbone lr scale {0.1 if scale == 1 else 1.0} instead of {scale}":
+                ["--model.backbone_lr_scale", str(0.1 if scale == 1 else 1.0)],
+            f"  warmup {0.1 if warmup == 0 else 0.0} of the run instead of {warmup}":
+                ["--lr_scheduler.init_args.warmup_fraction", str(0.1 if warmup == 0 else 0.0)],
+            f"  weight decay on norms and biases {'off' if decay else 'on'}":
+                ["--model.weight_decay_norm_bias", str(not decay).lower()],
+            f"  backbone frozen for {1 if frozen == 0 else 0} epochs instead of {frozen}":
+                ["--freeze_backbone.epochs", str(1 if frozen == 0 else 0)],
+        }
+        chosen.update({name: ("fit", [*pretrained, *flip]) for name, flip in flips.items()})
     return chosen
 
 

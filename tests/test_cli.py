@@ -27,7 +27,7 @@ def workdir(tmp_path_factory):
     return folder
 
 
-def run_cli(workdir: Path, *args: str, cwd: Path | None = None) -> str:
+def run_cli(workdir: Path, *args: str, cwd: Path | None = None, stderr: list | None = None) -> str:
     command = [
         sys.executable, str(REPO / "train.py"), *args, "--config", str(REPO / "configs" / "demo.yaml"),
         "--model.backbone", f"local-dir:{workdir / 'tiny_model'}", "--model.pretrained", "true",
@@ -38,6 +38,8 @@ def run_cli(workdir: Path, *args: str, cwd: Path | None = None) -> str:
     ]
     done = subprocess.run(command, check=False, cwd=cwd or workdir, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if stderr is not None:
+        stderr.append(done.stderr)
     return done.stdout
 
 
@@ -63,7 +65,9 @@ def test_fit_validate_test_predict(workdir):
     for name in ("val/top1", "val/top5", "val/mAP", "val/maxF1"):
         assert validated["metrics"][name] == pytest.approx(last_epoch[name], abs=1e-6), name
 
-    tested = results_of(run_cli(workdir, "test", "--ckpt_path", str(checkpoint)))
+    printed = run_cli(workdir, "test", "--ckpt_path", str(checkpoint))
+    assert "DataLoader 1" not in printed  # one metrics table, not one identical column per loader
+    tested = results_of(printed)
     assert tested["ckpt_path"] == str(checkpoint)
     # the same numbers recomputed in plain Python from the checkpoint: embed -> search -> metrics
     model = ReIDModule.load_from_checkpoint(checkpoint, map_location="cpu")
@@ -96,7 +100,11 @@ def test_fit_validate_test_predict(workdir):
 
 
 def test_a_second_fit_never_replaces_the_first_runs_checkpoints(workdir, tmp_path):
-    run_cli(workdir, "fit", cwd=tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".gitkeep").touch()  # as in a fresh clone
+    warnings = []
+    run_cli(workdir, "fit", cwd=tmp_path, stderr=warnings)
+    assert "exists and is not empty" not in warnings[0]
     first = {path: path.read_bytes() for path in (tmp_path / "checkpoints" / "version_0").iterdir()}
     assert len(first) >= 2  # last.ckpt and the best
     run_cli(workdir, "fit", "--model.projection_dim", "16", cwd=tmp_path)  # another recipe

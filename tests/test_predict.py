@@ -243,3 +243,18 @@ def test_photos_answered_new_are_grouped_into_proposed_individuals(photos, tmp_p
     assert others == {"new_002", "new_003"}
     assert writer.discovery.num_groups == 3
     assert (tmp_path / "out" / "proposed_individuals.png").stat().st_size > 1000
+
+
+def test_linked_photos_keep_the_path_given(photos, tmp_path):
+    archive, new = tmp_path / "camera_archive", tmp_path / "new"
+    archive.mkdir()
+    new.mkdir()
+    shutil.copy(photos / "data" / "images" / "ind_002" / "001.jpg", archive / "IMG_0042.jpg")
+    (new / "zebra_at_dawn.jpg").symlink_to(archive / "IMG_0042.jpg")
+    data = ReIDDataModule(root=str(photos / "data"), metadata="known.csv", image_size=32, predict_dir=str(new))
+    writer = PredictionWriter(output=str(tmp_path / "predictions.csv"))
+    trainer(tmp_path, writer).predict(ReIDModule(backbone="torch.nn.Flatten", pretrained=False,
+                                                 open_set_threshold=0.5), datamodule=data)
+    row = pd.read_csv(writer.path).iloc[0]
+    assert row["path"] == str(new / "zebra_at_dawn.jpg") and row["image_id"] == "zebra_at_dawn.jpg"
+    assert row["identity"] == "ind_002"

@@ -222,3 +222,20 @@ def test_library_reranker_equals_the_callback(tmp_path):
     # the library reranker's own save/load gives identical fused scores
     again = PairwiseReranker([OracleScorer()], shortlist=SHORTLIST).load(reranker.save(tmp_path / "library"))
     assert torch.equal(again.fuse(again.calibrate(probe)), reranker.fuse(reranker.calibrate(probe)))
+
+
+def test_auto_shortlist_is_the_smallest_reaching_the_recall_of_all_candidates(tmp_path):
+    callback = LocalFeatureReranking(scorers=[OracleScorer()], shortlist="auto", include_global=False,
+                                     save_dir=str(tmp_path / "calibration"))
+    trainer, model = run_test(tmp_path, callback)
+    recall, chosen = callback.validation_recall, callback.reranker.shortlist
+    largest = max(recall)
+    assert largest == min(model.hparams.candidates, len(trainer.datamodule.dataset("train")))
+    assert recall[chosen] >= 0.98 * recall[largest]
+    assert all(recall[size] < 0.98 * recall[largest] for size in recall if size < chosen)
+    metrics = trainer.callback_metrics
+    assert metrics["test/reranked/shortlist"].item() == chosen
+    assert metrics[f"test/reranked/val_recall@{chosen}"].item() == pytest.approx(recall[chosen])
+    # the reranked test results rescore exactly the chosen shortlist: the oracle reaches its recall
+    assert metrics["test/reranked/top1"].item() == pytest.approx(
+        model.evaluation_results().hits[:, :chosen].any(dim=1).float().mean().item())

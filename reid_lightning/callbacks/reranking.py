@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from ..inference.predictions import RankedAnswers
 from ..interrupt import interruptible
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir
-from ..similarity import PairScorer, PairwiseReranker
+from ..similarity import PairScorer, PairwiseReranker, choose_shortlist, shortlist_recall
 
 FUSED_SCORE = "fused calibrated probability"
 
@@ -54,7 +55,7 @@ class LocalFeatureReranking(Callback):
     of ``calibration_dir`` (a test run's folder) or fitted on validation as before a test.
     """
 
-    def __init__(self, scorers: list[PairScorer], shortlist: int = 20,
+    def __init__(self, scorers: list[PairScorer], shortlist: int | Literal["auto"] = 20,
                  calibration: Literal["isotonic", "logistic"] = "isotonic", include_global: bool = True,
                  weights: dict[str, float] | None = None, calibration_queries: int | None = 500,
                  save_dir: str | None = None, calibration_dir: str | None = None) -> None:
@@ -62,7 +63,8 @@ class LocalFeatureReranking(Callback):
         Args:
             scorers: local score types (extractor + matcher) to compute for the shortlist pairs.
             shortlist: candidates per query (B) rescored; the rest keep their global order below them (at most
-                the model's ``--model.candidates``).
+                the model's ``--model.candidates``). ``auto``: the smallest B whose validation recall (queries with
+                their identity among the top B) reaches 0.98 of the recall at ``--model.candidates``.
             calibration: ``isotonic`` or ``logistic`` calibration of every score type.
             include_global: fuse the calibrated global score with the local ones (WildFusion).
             weights: optional fusion weight per score name (missing names weigh 1).
@@ -71,8 +73,9 @@ class LocalFeatureReranking(Callback):
             calibration_dir: predict only: the folder of calibrators and ``threshold.json`` a test run with the same
                 scorers saved; None: fit them on the validation split as a test run does.
         """
-        self.reranker = PairwiseReranker(scorers, shortlist=shortlist, calibration=calibration,
-                                         include_global=include_global, weights=weights)
+        self.auto_shortlist = shortlist == "auto"
+        self.reranker = PairwiseReranker(scorers, shortlist=100 if self.auto_shortlist else int(shortlist),
+                                         calibration=calibration, include_global=include_global, weights=weights)
         self.calibration_queries = calibration_queries
         self.save_dir = save_dir
         self.calibration_dir = calibration_dir
@@ -80,9 +83,13 @@ class LocalFeatureReranking(Callback):
         """Open-set threshold and confidence calibration of the fused probability (fitted on validation)."""
         self.test_evaluation: RerankedEvaluation | None = None
         """The last test epoch's reranked results and shortlist scores."""
+        self.validation_recall: dict[int, float] = {}
+        """Recall of the global model's top-B on the validation queries, per B (from the last calibration)."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         candidates = pl_module.hparams.get("candidates")
+        if self.auto_shortlist and candidates is not None:
+            self.reranker.shortlist = candidates  # the largest affordable B; narrowed on validation
         if candidates is not None and candidates < self.reranker.shortlist:
             raise ValueError(f"the reranking shortlist is {self.reranker.shortlist} candidates but the model keeps "
                              f"{candidates} per query: pass --model.candidates {self.reranker.shortlist} (or more)")
@@ -120,6 +127,8 @@ class LocalFeatureReranking(Callback):
             self.reranker.load(folder)
         except (FileNotFoundError, ValueError) as error:
             raise ValueError(f"calibration_dir '{folder}': {error}. {advice}") from error
+        if self.auto_shortlist:
+            self.reranker.shortlist = json.loads((folder / "index.json").read_text())["shortlist"]
         threshold_path = folder / "threshold.json"
         if not threshold_path.is_file():
             raise ValueError(f"calibration_dir '{folder}' holds no threshold.json (that test run could choose no "
@@ -141,6 +150,13 @@ class LocalFeatureReranking(Callback):
         results = pl_module.searcher.loaders(pl_module.embed, loaders, datamodule.eval_groups("val"),
                                              phase="calibration (validation)", k=self.reranker.shortlist,
                                              progress=trainer.is_global_zero)
+        self.validation_recall = shortlist_recall(results)
+        if self.auto_shortlist:
+            self.reranker.shortlist = choose_shortlist(self.validation_recall)
+            largest = max(self.validation_recall)
+            rank_zero_info(f"reranking shortlist {self.reranker.shortlist}: its validation recall "
+                           f"{self.validation_recall[self.reranker.shortlist]:.3f} is within 2 % of the recall at "
+                           f"{largest} candidates ({self.validation_recall[largest]:.3f})")
         keep = self.reranker.calibration_subset(results.num_queries, max_queries=self.calibration_queries)
         subset = results.select(keep)
         scores = self._pair_scores(trainer, subset, datasets[0], datasets[-1], query_positions=keep,
@@ -179,6 +195,14 @@ class LocalFeatureReranking(Callback):
         errors = self.reranker.calibration_errors(probabilities, hits, folder if trainer.is_global_zero else None)
         logged.update({f"ece/{name}": error for name, error in errors.items()})
         logged["seconds"] = seconds
+        logged["seconds_per_query"] = seconds / max(1, results.num_queries)
+        logged["shortlist"] = self.reranker.shortlist
+        logged.update({f"val_recall@{size}": recall for size, recall in self.validation_recall.items()})
+        report = self.reranker.fusion_report
+        if report is not None:
+            logged.update({f"fusion_val_top1/{name}": top1 for name, top1 in report.top1.items()})
+            rank_zero_info(f"fusion rule chosen on validation: {report.chosen} (out-of-fold top-1 "
+                           + ", ".join(f"{name} {top1:.3f}" for name, top1 in report.top1.items()) + ")")
         for name, value in logged.items():
             pl_module.log(f"test/reranked/{name}", float(value), sync_dist=False)
 
