@@ -290,3 +290,26 @@ def test_report_every_n_validation_epochs_and_the_last(tmp_path):
         "cmc_curve.png", "cmc_curve_data.csv", "report.html"]
     trainer.validate(model, datamodule=datamodule(tmp_path))  # a validate run is always reported
     assert report.last_html.parent.name == "val-epoch003"
+
+
+def test_open_split_test_report_shows_the_proposed_new_individuals(tmp_path):
+    """With unknown test queries and a discovery cut, the test report draws one contact-sheet row per group."""
+    torch.manual_seed(0)
+    data = ReIDDataModule(synthetic_dir=str(tmp_path / "data"), synthetic=True, synthetic_individuals=10,
+                          synthetic_images_per_individual=6, synthetic_image_size=32, image_size=32, split="open",
+                          open_ratio=0.3, val_ratio=0.2, test_ratio=0.3, batch_size=16)
+    model = ReIDModule(backbone="torch.nn.Flatten", pretrained=False, open_set_threshold=0.9,
+                       discovery_threshold=0.5)
+    report = RetrievalReport(write_files=True)
+    trainer = L.Trainer(callbacks=[report], logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                        accelerator="cpu")
+    trainer.test(model, datamodule=data)
+    found = model.discovery
+    assert found is not None and len(found.queries) > 0
+    html = report.last_html.read_text()
+    assert escape(declared_caption("new_individuals").title) in html
+    assert (report.last_html.parent / "new_individuals.png").stat().st_size > 1000
+    # the metrics logged from the same grouping
+    truth, groups = found.true_labels.numpy(), found.discovery.groups
+    assert trainer.callback_metrics["test/discovery/num_groups"] == len(set(groups.tolist()))
+    assert trainer.callback_metrics["test/discovery/num_individuals"] == len(set(truth.tolist()))

@@ -96,7 +96,8 @@ class RetrievalReport(Callback):
             reranked=reranked.reranked if reranked is not None else None,
             pair_scores=reranked.pair_scores if reranked is not None else None,
             probabilities=reranked.probabilities if reranked is not None else None,
-            scorers=reranking.reranker.scorers if reranked is not None else ())
+            scorers=reranking.reranker.scorers if reranked is not None else (),
+            discovery=getattr(pl_module, "discovery", None))
         report = build_report(inputs, self.settings, self.panels)
         wandb_loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         for logger in wandb_loggers:

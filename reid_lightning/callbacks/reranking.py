@@ -163,12 +163,9 @@ class LocalFeatureReranking(Callback):
                                    phase="calibration (validation)")
         self.reranker.fit_calibrators(scores, hits=subset.hits)
         fused = self.reranker.rerank(subset, self.reranker.calibrate(scores)).head(self.reranker.shortlist)
-        try:
-            self.open_set = fit_open_set(fused, score=FUSED_SCORE, holdout=pl_module.hparams.get("open_set_holdout",
-                                                                                                0.2))
-        except ValueError as error:
-            rank_zero_warn(f"no open-set threshold on the reranked probabilities: {error}")
-            self.open_set = OpenSetModel(None, FUSED_SCORE, held_out=str(error))
+        self.open_set = fit_open_set(fused, score=FUSED_SCORE, holdout=pl_module.hparams.get("open_set_holdout", 0.2))
+        if self.open_set.threshold is None:
+            rank_zero_warn(f"no open-set threshold on the reranked probabilities: {self.open_set.held_out}")
         folder = self._folder(trainer)
         if trainer.is_global_zero:
             self.reranker.save(folder)

@@ -9,8 +9,10 @@ from reid_lightning.inference.open_set import (
     NEW_INDIVIDUAL,
     OpenSetDecision,
     OpenSetModel,
+    QueryDiscovery,
     choose_threshold,
     decision_inputs,
+    discover_unknown_queries,
     fit_open_set,
     held_out_gallery_identities,
     open_set_log_values,
@@ -21,7 +23,7 @@ from reid_lightning.inference.similarity_graph import SimilarityGraph, cosine_of
 from reid_lightning.inference.topk import TopkClassifier
 
 __all__ = ["NEW_INDIVIDUAL", "Dendrogram", "Discovery", "KnnClassifier", "OpenSetDecision", "OpenSetModel",
-           "RankedAnswers", "SimilarityGraph", "TopkClassifier", "ami_per_cut", "build_dendrogram",
-           "choose_discovery_threshold", "choose_threshold", "cosine_of_pairs", "decision_inputs", "discover",
+           "QueryDiscovery", "RankedAnswers", "SimilarityGraph", "TopkClassifier", "ami_per_cut", "build_dendrogram",
+           "choose_discovery_threshold", "choose_threshold", "cosine_of_pairs", "decision_inputs", "discover", "discover_unknown_queries",
            "fit_open_set", "held_out_gallery_identities", "number_by_size", "open_set_log_values",
            "open_set_predict", "prediction_frame", "similarity_graph"]

@@ -275,8 +275,11 @@ def fit_open_set(results: RetrievalResults, *, score: str, holdout: float = 0.2,
     """
     inputs, held_out = decision_inputs(results), ""
     if inputs["known"].all():
-        keep = held_out_gallery_identities(query_labels=results.query_labels, gallery_labels=results.gallery_labels,
-                                           fraction=holdout, seed=seed)
+        try:
+            keep = held_out_gallery_identities(query_labels=results.query_labels,
+                                               gallery_labels=results.gallery_labels, fraction=holdout, seed=seed)
+        except ValueError as error:
+            return OpenSetModel(None, score, held_out=str(error))
         inputs = decision_inputs(results, keep_gallery=keep)
         held_out = (f"{len(torch.unique(results.gallery_labels.cpu()[~keep.cpu()]))} validation identities held "
                     "out of the gallery (no validation query was of an unknown identity)")
@@ -316,13 +319,41 @@ def answers_right(inputs: dict[str, Tensor], is_new: Tensor) -> Tensor:
     return torch.where(is_new, ~inputs["known"], named_right & ~is_new)
 
 
-def open_set_log_values(results: RetrievalResults, model: OpenSetModel | None, embeddings: Tensor | None = None
-                        ) -> dict[str, float]:
+@dataclass(frozen=True)
+class QueryDiscovery:
+    """The proposed individuals among the queries of identities absent from the gallery.
+
+    Attributes:
+        queries: ``(N,)`` positions of those queries in the results.
+        true_labels: ``(N,)`` their identity codes.
+        discovery: their proposed groups.
+    """
+
+    queries: Tensor
+    true_labels: Tensor
+    discovery: Discovery
+
+
+def discover_unknown_queries(results: RetrievalResults, model: OpenSetModel | None, embeddings: Tensor | None
+                             ) -> QueryDiscovery | None:
+    """Group the queries whose identity is not in the gallery (``embeddings (Q, D)``) at the model's discovery cut;
+    None without a cut, embeddings or such queries."""
+    if model is None or embeddings is None or results.query_labels is None:
+        return None
+    unknown = ~decision_inputs(results)["known"]
+    grouped = model.group(embeddings.detach().cpu()[unknown])
+    if grouped is None:
+        return None
+    return QueryDiscovery(unknown.nonzero().flatten(), results.query_labels.cpu()[unknown], grouped)
+
+
+def open_set_log_values(results: RetrievalResults, model: OpenSetModel | None,
+                        discovered: QueryDiscovery | None = None) -> dict[str, float]:
     """Everything logged about the open-set answers of labelled results: ``open/<metric>`` (BAKS, BAUS, gmean,
     ... when some queries are of identities absent from the gallery), ``confidence_ece`` (expected calibration
     error of the answers' confidence against their correctness, when the model is calibrated) and, with the
-    queries' ``embeddings (Q, D)`` and a discovery cut, ``discovery/<metric>`` (ARI, AMI, pairwise and B-cubed
-    precision/recall/F1, count error) of the grouping of the queries whose identity is not in the gallery."""
+    grouping of the unknown queries (:func:`discover_unknown_queries`), ``discovery/<metric>`` (ARI, AMI, pairwise
+    and B-cubed precision/recall/F1, count error)."""
     inputs = decision_inputs(results)
     values: dict[str, float] = {}
     threshold = None if model is None else model.threshold
@@ -335,9 +366,7 @@ def open_set_log_values(results: RetrievalResults, model: OpenSetModel | None, e
         confidence = model.confidence(inputs["scores"], is_new)
         values["confidence_ece"] = expected_calibration_error(confidence.numpy(),
                                                               answers_right(inputs, is_new).numpy())
-    unknown = ~inputs["known"]
-    grouped = model.group(embeddings.cpu()[unknown]) if model is not None and embeddings is not None else None
-    if grouped is not None:
+    if discovered is not None:
         values.update({f"discovery/{name}": value for name, value in discovery_metrics(
-            true_labels=inputs["query_labels"][unknown].numpy(), proposed_labels=grouped.groups).items()})
+            true_labels=discovered.true_labels.numpy(), proposed_labels=discovered.discovery.groups).items()})
     return values

@@ -12,7 +12,13 @@ from torch import Tensor, nn
 from ..distributed import gather_in_order
 from ..eval.embedding import embed_loader
 from ..eval.scores import Metric
-from ..inference.open_set import OpenSetModel, fit_open_set, open_set_log_values
+from ..inference.open_set import (
+    OpenSetModel,
+    QueryDiscovery,
+    discover_unknown_queries,
+    fit_open_set,
+    open_set_log_values,
+)
 from ..retrieval import RetrievalResults, Searcher
 from .backbone import backbone_data_config, create_backbone, embedding_dim
 from .losses import LOSS_NAMES, build_loss
@@ -22,14 +28,12 @@ from .state_files import load_backbone_weights
 
 
 class ReIDModule(L.LightningModule):
-    """Fine-tunes a backbone for re-identification and reports top-k accuracy, mAP, maxF1 and open-set metrics.
+    """Fine-tunes a backbone for re-identification; reports retrieval, open-set and discovery metrics.
 
-    Evaluation loaders: ``[query, gallery]`` (``database``) or ``[query]`` (``leave_one_out``), batches with
-    ``image``, ``label``, ``index``, optional ``group`` (sequence: same-sequence gallery images are excluded). At
-    ``fit``, :meth:`setup` reads the data module's public ``num_classes`` and ``data_config`` (recorded in checkpoints
-    as :attr:`trained_input_config`); the data module asks :attr:`input_config`. Callbacks read
-    :meth:`evaluation_results`.
-    """
+    Evaluation loaders: ``[query, gallery]`` or ``[query]`` (leave-one-out), batches with ``image``, ``label``,
+    ``index``, optional ``group`` (sequence). At fit, :meth:`setup` reads the data module's ``num_classes`` and
+    ``data_config``; the data module asks :attr:`input_config`. Callbacks read :meth:`evaluation_results` and
+    :attr:`discovery`."""
 
     def __init__(
         self, backbone: str = "resnet18", pretrained: bool = True, trust_remote_code: bool = False,
@@ -99,7 +103,9 @@ class ReIDModule(L.LightningModule):
         self.trained_input_config: dict | None = None
         """Input ``size``/``mean``/``std`` of the training run (recorded at fit, saved in checkpoints)."""
         self.open_set: OpenSetModel | None = None
-        """Threshold and confidence calibration chosen on the last validation (saved in checkpoints)."""
+        """Threshold, confidence calibration and discovery cut chosen on the last validation (in checkpoints)."""
+        self.discovery: QueryDiscovery | None = None
+        """The last evaluation's queries of identities absent from the gallery, grouped at the discovery cut."""
 
     # ------------------------------------------------------------------ model
     @property
@@ -157,10 +163,10 @@ class ReIDModule(L.LightningModule):
 
     validation_step = test_step = _collect
 
-    def _reset_evaluation(self) -> None:
+    def on_validation_epoch_start(self) -> None:
         self._outputs, self._evaluation, self._query_embeddings = {}, None, None
 
-    on_validation_epoch_start = on_test_epoch_start = _reset_evaluation
+    on_test_epoch_start = on_validation_epoch_start
 
     def evaluation_results(self) -> RetrievalResults:
         """The :class:`RetrievalResults` of the current validation/test epoch: every process's embeddings gathered
@@ -194,11 +200,11 @@ class ReIDModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test", self.evaluation_results())
 
-    def _log_evaluation(self, prefix: str, results: RetrievalResults) -> None:
-        # every process holds all embeddings and computes identical values: no further reduction
+    def _log_evaluation(self, prefix: str, results: RetrievalResults) -> None:  # identical on every process
         for name, value in results.metrics(top_k=self.hparams.top_k).items():
             self.log(f"{prefix}/{name}", float(value), prog_bar=name in ("top1", "mAP"), sync_dist=False)
-        for name, value in open_set_log_values(results, self.open_set_model, self._query_embeddings).items():
+        self.discovery = discover_unknown_queries(results, self.open_set_model, self._query_embeddings)
+        for name, value in open_set_log_values(results, self.open_set_model, self.discovery).items():
             self.log(f"{prefix}/{name}", value, sync_dist=False)
 
     # ------------------------------------------------------------------ open set
@@ -216,17 +222,13 @@ class ReIDModule(L.LightningModule):
         return getattr(self.open_set_model, "threshold", None)
 
     def _choose_open_set(self, results: RetrievalResults) -> None:
-        try:
-            self.open_set = fit_open_set(results, score=f"top-1 {self.hparams.metric} score",
-                                         holdout=self.hparams.open_set_holdout, seed=self.current_epoch,
-                                         embeddings=self._query_embeddings)
-        except ValueError as error:
-            rank_zero_warn(f"no open-set threshold chosen on validation: {error}")
-            return
+        self.open_set = fit_open_set(results, score=f"top-1 {self.hparams.metric} score", seed=self.current_epoch,
+                                     holdout=self.hparams.open_set_holdout, embeddings=self._query_embeddings)
         if self.open_set.threshold is not None:
             self.log("val/open/threshold", self.open_set.threshold, sync_dist=False)
             self.log("val/open/choice_gmean", self.open_set.validation_gmean, sync_dist=False)
-        rank_zero_info(self.open_set.summary(results.num_queries))
+        (rank_zero_info if self.open_set.threshold is not None else rank_zero_warn)(
+            self.open_set.summary(results.num_queries))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["open_set"] = None if self.open_set is None else self.open_set.to_dict()
@@ -245,12 +247,10 @@ class ReIDModule(L.LightningModule):
     def searcher(self) -> Searcher:
         """:func:`~reid_lightning.retrieval.search` with this model's metric, candidates, backend and chunking."""
         hp = self.hparams
-        return Searcher(metric=hp.metric, k=hp.candidates, chunk_size=hp.eval_chunk_size, backend=hp.search_backend,
-                        exact_metrics=hp.exact_metrics)
+        return Searcher(hp.metric, hp.candidates, hp.eval_chunk_size, hp.search_backend, hp.exact_metrics)
 
     def embed(self, loader, *, description: str = "embedding", progress: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Embeddings ``(N, D)`` and labels of a loader in its order, in eval mode and under the trainer's
-        precision context, so they equal the ones the validation/test loops compute."""
+        """Embeddings ``(N, D)`` and labels of a loader in order, in eval mode under the trainer's precision."""
         context = self.trainer.precision_plugin.forward_context if self._trainer is not None else None
         return embed_loader(self, loader, device=self.device, context=context, progress=progress,
                             description=description)

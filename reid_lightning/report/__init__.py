@@ -1,7 +1,8 @@
 """Visual retrieval reports drawn from :class:`~reid_lightning.retrieval.RetrievalResults`: the retrieval
 gallery, score histograms, PR and CMC curves, reliability diagrams, keypoint-match pictures of reranking and
-per-query tables, logged to W&B or written as PNG + ``report.html``."""
+per-query tables, contact sheets of proposed new individuals, logged to W&B or written as PNG + ``report.html``."""
 
+from .contact_sheet import contact_sheet
 from .distributions import ScoreDistributions, cmc_curve, score_distributions
 from .files import write_report_files
 from .gallery import GalleryLayout, gallery_image, pick_queries
@@ -33,6 +34,7 @@ __all__ = [
     "ScoreDistributions",
     "build_report",
     "cmc_curve",
+    "contact_sheet",
     "embedding_sample",
     "gallery_image",
     "image_files",

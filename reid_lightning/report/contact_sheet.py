@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..inference.dendrogram import number_by_size
+from .panels import Caption, ReportInputs, ReportSettings, register_panel
 
 PAD = 6
 """White pixels between thumbnails."""
@@ -87,3 +88,19 @@ def _load(dataset, index: int) -> Image.Image:
         raise TypeError(f"dataset item {index} is {type(image).__name__}, not a PIL image; give an untransformed "
                         "dataset (one with get_image, like ImageDataset)")
     return image.convert("RGB")
+
+
+@register_panel("new_individuals", captions={"new_individuals": Caption(
+    "Which photos of new animals belong together? (proposed new individuals)",
+    "The queries of animals absent from the gallery, grouped at the discovery cut chosen on validation: one row "
+    "per proposed individual, largest first, each photo's true animal underneath (red: not the row's usual one). "
+    "A row with two animals should be split; two rows of one animal, joined.")})
+def new_individuals_panel(inputs: ReportInputs, settings: ReportSettings) -> dict[str, Figure]:
+    """The contact sheet of the grouped unknown queries."""
+    found = inputs.discovery
+    if found is None or found.discovery.num_groups == 0:
+        return {}
+    queries = found.queries.tolist()
+    names = inputs.results.names(found.true_labels).tolist() if inputs.results.query_labels is not None else None
+    return {"new_individuals": contact_sheet(found.discovery.groups, dataset=inputs.query_dataset, photos=queries,
+                                            identities=names, thumbnail_size=settings.thumbnail_size)}

@@ -38,6 +38,7 @@ class ReportInputs:
         pair_scores: raw shortlist scores per score type, ``(Q, B)`` each (NaN: not scored).
         probabilities: their calibrated probabilities, same shapes.
         scorers: the reranker's local scorers (those with matches to show are ``PairScorer`` s).
+        discovery: the queries of identities absent from the gallery grouped into proposed individuals, or None.
     """
 
     results: RetrievalResults
@@ -47,6 +48,7 @@ class ReportInputs:
     pair_scores: Mapping[str, Tensor] | None = None
     probabilities: Mapping[str, Tensor] | None = None
     scorers: Sequence[object] = ()
+    discovery: object | None = None
 
 
 @dataclass(frozen=True)
