@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         root = args.root or str(Path(temp) / "synthetic")
-        datamodule = ReIDDataModule(root=root, synthetic=True, image_size=64, test_ratio=0.3, val_ratio=0.15)
+        datamodule = ReIDDataModule(synthetic_dir=root, synthetic=True, image_size=64, test_ratio=0.3, val_ratio=0.15)
         datamodule.setup("test")
         query, gallery = datamodule.eval_datasets("test")
         torch.manual_seed(0)

@@ -25,13 +25,13 @@ from reid_lightning.models import ReIDModule
 
 
 def make(root: str, image_size: int, batch_size: int, num_workers: int = 0) -> tuple[ReIDModule, ReIDDataModule]:
-    data = ReIDDataModule(root=root, synthetic=True, image_size=image_size, batch_size=batch_size,
+    data = ReIDDataModule(synthetic_dir=root, synthetic=True, image_size=image_size, batch_size=batch_size,
                           val_ratio=0.0, test_ratio=0.3, num_workers=num_workers)
     data.prepare_data()
     data.setup("fit")
     torch.manual_seed(0)
-    model = ReIDModule(backbone="resnet18", pretrained=False, loss="softmax", optimizer="adamw", lr=2e-3,
-                       scheduler="none", num_classes=data.num_classes)
+    model = ReIDModule(backbone="resnet18", pretrained=False, loss="softmax", num_classes=data.num_classes,
+                       optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 2e-3, "weight_decay": 0.0}})
     return model, data
 
 
@@ -55,9 +55,7 @@ def lightning_epoch(root: str, image_size: int, batch_size: int) -> float:
 
 def plain_epoch(root: str, image_size: int, batch_size: int) -> float:
     model, data = make(root, image_size, batch_size)
-    data.set_data_config(**model.data_config)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3,
-                                  weight_decay=model.hparams.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3, weight_decay=0.0)
     loader = data.train_dataloader()
     model.train()
     start = time.perf_counter()
@@ -72,7 +70,6 @@ def plain_epoch(root: str, image_size: int, batch_size: int) -> float:
 def embedding(root: str, image_size: int, batch_size: int, num_workers: int) -> tuple[float, float]:
     """(module + eval loader, bare forward on pre-decoded tensors) images per second."""
     model, data = make(root, image_size, batch_size, num_workers)
-    data.set_data_config(**model.data_config)
     loader = data.gallery_dataloader()
     decoded = [batch["image"] for batch in loader]
     count = sum(len(b) for b in decoded)

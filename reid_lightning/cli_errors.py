@@ -31,6 +31,10 @@ class ReIDArgumentParser(LightningArgumentParser):
         self.command_line: list[str] = []
         """The arguments being parsed (set by ``ReIDCLI``), to tell a command-line typo from a config file's."""
 
+    def option_names(self) -> list[str]:
+        """Every ``--option`` this parser accepts (for close-match suggestions)."""
+        return [option for action in self._actions for option in action.option_strings if option.startswith("--")]
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse probing alternatives: it catches this
             super().error(message, ex)
@@ -39,10 +43,6 @@ class ReIDArgumentParser(LightningArgumentParser):
         sys.stderr.write(f"{prog}: error: {explain(message, parser, self.command_line)}\n"
                          f"({prog} --help lists every option)\n")
         sys.exit(EXIT_USAGE)
-
-
-def _options(parser) -> list[str]:
-    return [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
 
 
 def _config_files(argv: list[str]) -> list[Path]:
@@ -74,7 +74,7 @@ def explain(message: str, parser, argv: list[str]) -> str:
     if unknown:
         key = unknown.group(1).lstrip("-").split("=")[0]
         where = where_given(key, argv) or "a config file"
-        close = difflib.get_close_matches(f"--{key}", _options(parser), n=3, cutoff=0.75)
+        close = difflib.get_close_matches(f"--{key}", parser.option_names(), n=3, cutoff=0.75)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         return f"unknown option '{key}' {'on' if where == 'the command line' else 'in'} {where}{hint}"
     choice = re.search(r"invalid choice: '([^']+)' \(choose from (.*)\)", message)

@@ -130,3 +130,21 @@ def test_metrics_from_candidates_are_named_by_depth_and_monitored(workdir, tmp_p
     # the default checkpoint monitor followed the name (Lightning would fail on a missing monitored key)
     names = [p.name for p in (tmp_path / "checkpoints").rglob("*.ckpt")]
     assert any(re.fullmatch(r"epoch00[01]-mAP@5=[01]\.\d{4}\.ckpt", name) for name in names), names
+
+
+def test_runs_without_a_logger_get_their_own_checkpoint_folders(workdir, tmp_path):
+    import lightning as L
+
+    from reid_lightning.callbacks import LastCheckpoint
+
+    data = ReIDDataModule(synthetic_dir=str(workdir / "data"), synthetic_individuals=6,
+                          synthetic_images_per_individual=8, synthetic_image_size=32, image_size=32, batch_size=8)
+    for run in range(2):
+        checkpoints = LastCheckpoint(dirpath=str(tmp_path / "checkpoints"), save_last=True, monitor="val/mAP",
+                                     mode="max")
+        trainer = L.Trainer(max_epochs=1, logger=False, callbacks=[checkpoints], enable_progress_bar=False,
+                            accelerator="cpu", default_root_dir=tmp_path, num_sanity_val_steps=0)
+        trainer.fit(ReIDModule(backbone="resnet10t", pretrained=False, loss="softmax"), datamodule=data)
+        assert Path(checkpoints.last_model_path) == tmp_path / "checkpoints" / f"run_{run}" / "last.ckpt"
+    assert (tmp_path / "checkpoints" / "last.ckpt").resolve() == tmp_path / "checkpoints" / "run_1" / "last.ckpt"
+    assert (tmp_path / "checkpoints" / "run_0" / "last.ckpt").is_file()

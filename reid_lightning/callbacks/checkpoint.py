@@ -19,8 +19,8 @@ LATEST_NAME = "last.ckpt"
 class LastCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose runs never overwrite each other and whose ``last.ckpt`` holds the last epoch.
 
-    - Each ``fit`` writes into its own folder ``<dirpath>/<run>`` (``run``: the log dir's name, e.g. ``version_3``),
-      so a second fit (another recipe, a resumed run) replaces nothing of the first.
+    - Each ``fit`` writes into its own folder ``<dirpath>/<run>`` (``run``: the log dir's name, e.g. ``version_3``;
+      ``run_N`` without a logger), so a second fit (another recipe, a resumed run) replaces nothing of the first.
     - ``<dirpath>/last.ckpt`` is a link to the newest run's ``last.ckpt`` (a copy where links are not allowed), so
       ``--ckpt_path checkpoints/last.ckpt`` follows the latest ``fit``.
     - ``last.ckpt`` is refreshed at every save opportunity: Lightning 2.6 rewrites it only when a top-k checkpoint
@@ -42,9 +42,16 @@ class LastCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit" and self.per_run and self.root is not None:
-            run = run_log_dir(trainer).name  # a collective under DDP: every rank calls it
-            self.dirpath = str(self.root / run)
+            self.dirpath = str(self.root / self._run_name(trainer))
         super().setup(trainer, pl_module, stage)
+
+    def _run_name(self, trainer: L.Trainer) -> str:
+        """The log folder's name (``version_3``, a W&B run id), or without a logger the next free ``run_N``."""
+        if trainer.loggers:
+            return run_log_dir(trainer).name  # a collective under DDP: every rank calls it
+        taken = {path.name for path in self.root.glob("run_*")} if self.root.is_dir() else set()
+        name = next(f"run_{n}" for n in range(len(taken) + 1) if f"run_{n}" not in taken)
+        return trainer.strategy.broadcast(name)
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not (self.per_run and self.root is not None):

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..distributed import gather_in_order
 from ..inference.discovery import Discovery
 from ..inference.gallery_cache import GalleryCache, gallery_cache_key
-from ..inference.predictions import RankedAnswers, prediction_frame
+from ..inference.predictions import RankedAnswers, prediction_frame, proposed_identities
 from ..report.contact_sheet import contact_sheet
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir, write_new_file
@@ -116,14 +116,18 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         self.answers = answers
-        is_new = answers.open_set.is_new(answers.results.candidate_scores[:, 0].cpu())
+        frame = prediction_frame(answers, image_ids=inputs.metadata["image_id"].tolist(),
+                                 paths=inputs.metadata["path"].tolist(),
+                                 gallery_paths=[str(gallery.image_path(i)) for i in range(len(gallery))])
         # new photos are grouped by the model's cosine cut (chosen on validation), with or without reranking
+        is_new = torch.as_tensor(frame["is_new"].to_numpy())
         grouping = pl_module.open_set_model
-        self.discovery = grouping.group(query["embedding"][is_new.to(query["embedding"].device)]) if grouping else None
-        self.predictions = prediction_frame(
-            answers, image_ids=inputs.metadata["image_id"].tolist(), paths=inputs.metadata["path"].tolist(),
-            gallery_paths=[str(gallery.image_path(i)) for i in range(len(gallery))],
-            groups=None if self.discovery is None else self.discovery.groups)
+        self.discovery = None if grouping is None else grouping.group(query["embedding"][is_new.to(
+            query["embedding"].device)])
+        if self.discovery is not None:
+            frame["proposed_identity"] = proposed_identities(frame["identity"], is_new=is_new.numpy(),
+                                                             groups=self.discovery.groups)
+        self.predictions = frame
         self.path = self._write(trainer, path)
         if self.discovery is not None and self.discovery.num_groups:
             self._write_contact_sheet(inputs, is_new)
@@ -132,7 +136,8 @@ class PredictionWriter(BasePredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         images = getattr(trainer.datamodule, "predict_images", None)
         if images is not None and len(images.unreadable):
-            listed = write_new_file(path.with_name("unreadable_images.csv"), images.unreadable.to_csv(index=False).encode())
+            listed = write_new_file(path.with_name("unreadable_images.csv"),
+                                    images.unreadable.to_csv(index=False).encode())
             print(f"{len(images.unreadable)} images could not be read and have no prediction; listed in {listed}")
         path = write_new_file(path, self.predictions.to_csv(index=False).encode())
         frame, model = self.predictions, self.answers.open_set

@@ -192,7 +192,7 @@ class LocalFeatureReranking(Callback):
         errors = self.reranker.calibration_errors(probabilities, hits, folder if trainer.is_global_zero else None)
         logged.update({f"ece/{name}": error for name, error in errors.items()})
         logged["seconds"] = seconds
-        logged["seconds_per_query"] = seconds / max(1, results.num_queries)
+        logged["per_query_seconds"] = seconds / max(1, results.num_queries)
         logged["shortlist"] = self.reranker.shortlist
         logged.update({f"val_recall@{size}": recall for size, recall in self.validation_recall.items()})
         report = self.reranker.fusion_report

@@ -51,20 +51,20 @@ def proposed_identities(identities: Sequence[str], *, is_new: np.ndarray, groups
 
 
 def prediction_frame(answers: RankedAnswers, *, image_ids: Sequence[str], paths: Sequence[str],
-                     gallery_paths: Sequence[str], groups: np.ndarray | None = None, top: int = 5) -> pd.DataFrame:
+                     gallery_paths: Sequence[str], top: int = 5) -> pd.DataFrame:
     """The rows of ``predictions.csv``, in query order.
 
     Columns: ``image_id``, ``path`` (as given), ``identity`` (the known individual, or ``new_individual``),
     ``confidence`` (calibrated probability that this answer is right), ``score`` (the raw top-1 score the decision
     thresholds), ``is_new``, ``top5`` (JSON list of the best distinct identities with their scores),
-    ``gallery_image`` (the top-1 gallery photo), ``proposed_identity`` (see :func:`proposed_identities`).
+    ``gallery_image`` (the top-1 gallery photo), ``proposed_identity`` (``identity`` until new photos are grouped:
+    :func:`proposed_identities`).
 
     Args:
         answers: the new photos' candidates and the open-set model.
         image_ids: (Q,) id of every new photo.
         paths: (Q,) path of every new photo.
         gallery_paths: (G,) path of every gallery image.
-        groups: group id of each photo answered new, in order (from the open-set model's ``group``), or None.
         top: identities listed in ``top5`` (distinct, best score first).
     """
     results = answers.results
@@ -97,5 +97,5 @@ def prediction_frame(answers: RankedAnswers, *, image_ids: Sequence[str], paths:
         "is_new": is_new.numpy(),
         "top5": top_lists,
         "gallery_image": [gallery_paths[i] if i >= 0 else "" for i in first.tolist()],
-        "proposed_identity": proposed_identities(answered, is_new=is_new.numpy(), groups=groups),
+        "proposed_identity": answered,
     }, columns=list(PREDICTION_COLUMNS))
