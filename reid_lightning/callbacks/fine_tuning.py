@@ -79,7 +79,8 @@ class FreezeBackbone(Callback):
         frozen = trainer.current_epoch < self.epochs
         backbone: nn.Module = pl_module.backbone
         backbone.requires_grad_(not frozen)
-        if frozen:
-            for module in backbone.modules():
-                if isinstance(module, BATCH_NORMS):
-                    module.eval()
+        # Lightning restores the modules' modes after each validation: the normalisation layers set to eval here
+        # would stay in eval after the frozen epochs unless set back explicitly
+        for module in backbone.modules():
+            if isinstance(module, BATCH_NORMS):
+                module.train(not frozen)
