@@ -231,3 +231,16 @@ def test_eval_batches_carry_sequence_codes(tmp_path):
         # equal sequence names <=> equal codes, across the query and the gallery loader
         pairs = set(zip(sequences, groups))
         assert len(pairs) == len({s for s, _ in pairs}) == len({g for _, g in pairs})
+
+
+def test_preprocessing_other_than_the_training_one_warns_with_both_values(synthetic_root):
+    module = make_module(synthetic_root, image_size=48)
+    model = attach(module, (20, 28))
+    model.trained_input_config = {"size": (32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    with pytest.warns(UserWarning, match=r"size \(32, 32\) at training, \(48, 48\) now \(--data.image_size\).*"
+                                         r"open-set threshold"):
+        assert module.data_config["size"] == 48
+    # without an explicit size the checkpoint's training size is used, silently
+    quiet = make_module(synthetic_root, image_size=None)
+    attach(quiet, (20, 28)).trained_input_config = model.trained_input_config
+    assert quiet.data_config["size"] == (32, 32)

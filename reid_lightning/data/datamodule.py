@@ -411,4 +411,4 @@ def _size(value) -> tuple:
     """A size or channel triple as a comparable tuple (an int size is square)."""
     if isinstance(value, int):
         return (value, value)
-    return tuple(round(float(v), 6) for v in value)
+    return tuple(int(v) if float(v).is_integer() else round(float(v), 6) for v in value)
