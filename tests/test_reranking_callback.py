@@ -239,3 +239,35 @@ def test_auto_shortlist_is_the_smallest_reaching_the_recall_of_all_candidates(tm
     # the reranked test results rescore exactly the chosen shortlist: the oracle reaches its recall
     assert metrics["test/reranked/top1"].item() == pytest.approx(
         model.evaluation_results().hits[:, :chosen].any(dim=1).float().mean().item())
+
+
+def test_new_photos_are_grouped_by_the_fused_probability_with_a_cut_chosen_on_validation(tmp_path):
+    """With an oracle local score and every pair of new photos linked, the fused grouping of the test queries of
+    identities absent from the gallery is exact, at a cut chosen on validation identities kept out of training;
+    predict groups the photos it answers new the same way."""
+    data = ReIDDataModule(synthetic_dir=str(tmp_path / "data"), synthetic=True, synthetic_individuals=12,
+                          synthetic_images_per_individual=6, synthetic_image_size=32, image_size=32, split="open",
+                          open_ratio=0.3, val_unseen_ratio=0.3, val_ratio=0.2, test_ratio=0.3, batch_size=16)
+    callback = LocalFeatureReranking(scorers=[OracleScorer()], shortlist=SHORTLIST, include_global=True,
+                                     save_dir=str(tmp_path / "calibration"), discovery_k=40)
+    torch.manual_seed(0)
+    model = ReIDModule(backbone="resnet10t", pretrained=False, top_k=(1, SHORTLIST))
+    trainer = L.Trainer(callbacks=[callback], logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                        accelerator="cpu")
+    trainer.test(model, datamodule=data)
+    cut = callback.open_set.discovery_threshold
+    assert cut is not None and callback.open_set.discovery_ami == pytest.approx(1.0)
+    saved = json.loads((tmp_path / "calibration" / "threshold.json").read_text())
+    assert saved["discovery_threshold"] == cut
+    metrics = trainer.callback_metrics
+    assert metrics["test/reranked/discovery/ARI"].item() == pytest.approx(1.0)
+    assert metrics["test/reranked/discovery/count_error"].item() == 0
+
+    from reid_lightning.callbacks import PredictionWriter
+
+    writer = PredictionWriter(output=str(tmp_path / "predictions.csv"))
+    predicting = LocalFeatureReranking(scorers=[OracleScorer()], shortlist=SHORTLIST, include_global=True,
+                                       calibration_dir=str(tmp_path / "calibration"), discovery_k=40)
+    L.Trainer(callbacks=[predicting, writer], logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+              accelerator="cpu").predict(model, datamodule=data)
+    assert writer.discovery is not None and writer.discovery.threshold == cut

@@ -40,8 +40,8 @@ class ZeroShotBaseline(Callback):
         loaders = trainer.datamodule.val_dataloader()
         if not loaders:
             return
-        results = pl_module.searcher.loaders(pl_module.embed, loaders, trainer.datamodule.eval_groups("val"),
-                                             phase="zero-shot (validation)", progress=trainer.is_global_zero)
+        results, _ = pl_module.searcher.loaders(pl_module.embed, loaders, trainer.datamodule.eval_groups("val"),
+                                                phase="zero-shot (validation)", progress=trainer.is_global_zero)
         self.metrics = {name: float(value) for name, value in results.metrics(top_k=pl_module.hparams.top_k).items()}
         for name, value in self.metrics.items():
             pl_module.log(f"{ZERO_SHOT_PREFIX}{name}", value, sync_dist=False)

@@ -30,6 +30,11 @@ class PredictionReranker(Protocol):
                            ) -> RankedAnswers:
         """results: search of the Q new photos (``query_dataset``) in ``gallery_dataset``; a collective."""
 
+    def group_new_photos(self, trainer: L.Trainer, pl_module: L.LightningModule, embeddings: Tensor, dataset
+                         ) -> Discovery | None:
+        """Proposed individuals among the photos answered new (``embeddings (N, D)``, ``dataset``), or None to
+        group them by the model's cosine cut; a collective."""
+
 
 class PredictionWriter(BasePredictionWriter):
     """Answers "which known individual, or a new one?" for every new photo and writes ``predictions.csv``.
@@ -113,17 +118,20 @@ class PredictionWriter(BasePredictionWriter):
         answers = (RankedAnswers(results, pl_module.open_set_model) if reranker is None
                    else reranker.rerank_predictions(trainer, results, inputs, gallery))
         path = Path(self.output).expanduser() if self.output else run_log_dir(trainer) / "predictions.csv"
+        # the photos answered new are grouped by the reranker's fused cut when it has one, else by the model's
+        # cosine cut (both chosen on validation)
+        is_new = answers.open_set.is_new(answers.results.candidate_scores[:, 0].cpu())
+        new_embeddings = query["embedding"][is_new.to(query["embedding"].device)]
+        self.discovery = None if reranker is None else reranker.group_new_photos(
+            trainer, pl_module, new_embeddings, inputs.get_subset(is_new.numpy()))
+        if self.discovery is None and pl_module.open_set_model is not None:
+            self.discovery = pl_module.open_set_model.group(new_embeddings)
         if not trainer.is_global_zero:
             return
         self.answers = answers
         frame = prediction_frame(answers, image_ids=inputs.metadata["image_id"].tolist(),
                                  paths=inputs.metadata["path"].tolist(),
                                  gallery_paths=[str(gallery.image_path(i)) for i in range(len(gallery))])
-        # new photos are grouped by the model's cosine cut (chosen on validation), with or without reranking
-        is_new = torch.as_tensor(frame["is_new"].to_numpy())
-        grouping = pl_module.open_set_model
-        self.discovery = None if grouping is None else grouping.group(query["embedding"][is_new.to(
-            query["embedding"].device)])
         if self.discovery is not None:
             frame["proposed_identity"] = proposed_identities(frame["identity"], is_new=is_new.numpy(),
                                                              groups=self.discovery.groups)
@@ -146,7 +154,8 @@ class PredictionWriter(BasePredictionWriter):
               "that the answer is right, score = the raw top-1 score")
         if self.discovery is not None:
             print(f"{self.discovery.num_groups} proposed new individuals among the {int(frame['is_new'].sum())} new "
-                  f"photos (proposed_identity; grouped at cosine {self.discovery.threshold:.4f})")
+                  f"photos (proposed_identity; groups joined while their mean similarity is above "
+                  f"{self.discovery.threshold:.4f})")
         print(f"predictions written to {path}")
         return path
 

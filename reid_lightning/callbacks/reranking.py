@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -15,9 +15,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from ..distributed import gather_in_order
-from ..inference.open_set import OpenSetModel, fit_open_set, open_set_log_values
+from ..inference.discovery import Discovery, choose_discovery_threshold, discover
+from ..inference.open_set import OpenSetModel, decision_inputs, fit_open_set, open_set_log_values
 from ..inference.predictions import RankedAnswers
+from ..inference.similarity_graph import SimilarityGraph
 from ..interrupt import interruptible
+from ..metrics.discovery import discovery_metrics
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir
 from ..similarity import PairScorer, PairwiseReranker, choose_shortlist, shortlist_recall
@@ -47,7 +50,9 @@ class LocalFeatureReranking(Callback):
     Before testing, the reranker's calibrators are fitted on shortlist pairs of the validation queries (never a
     self-pair, never a test image), whose embeddings are computed under the trainer's precision like the test
     embeddings; the open-set threshold and confidence calibration of the fused probability are fitted on the same
-    queries. Both are saved in ``<log_dir>/calibration`` (``threshold.json``: :meth:`OpenSetModel.save`). At the
+    queries, and, when validation holds identities absent from the gallery (``--data.val_unseen_ratio``), the cut
+    that groups new photos by the fused probability of their local matches with their ``discovery_k`` nearest new
+    photos. Both are saved in ``<log_dir>/calibration`` (``threshold.json``: :meth:`OpenSetModel.save`). At the
     end of the test epoch the module's :meth:`~ReIDModule.evaluation_results` are reranked and logged as
     ``test/reranked/...`` (metrics, open set, calibration error per score type, seconds); :attr:`test_evaluation`
     holds them for other callbacks (the report). Under DDP the pairs are split between the processes: each pair is
@@ -58,7 +63,7 @@ class LocalFeatureReranking(Callback):
     def __init__(self, scorers: list[PairScorer], shortlist: int | Literal["auto"] = 20,
                  calibration: Literal["isotonic", "logistic"] = "isotonic", include_global: bool = True,
                  weights: dict[str, float] | None = None, calibration_queries: int | None = 500,
-                 save_dir: str | None = None, calibration_dir: str | None = None) -> None:
+                 save_dir: str | None = None, calibration_dir: str | None = None, discovery_k: int = 10) -> None:
         """
         Args:
             scorers: local score types (extractor + matcher) to compute for the shortlist pairs.
@@ -72,11 +77,13 @@ class LocalFeatureReranking(Callback):
             save_dir: where the calibrators go (default: ``<log_dir>/calibration``).
             calibration_dir: predict only: the folder of calibrators and ``threshold.json`` a test run with the same
                 scorers saved; None: fit them on the validation split as a test run does.
+            discovery_k: nearest new photos each new photo is matched with when new photos are grouped.
         """
         self.auto_shortlist = shortlist == "auto"
         self.reranker = PairwiseReranker(scorers, shortlist=100 if self.auto_shortlist else int(shortlist),
                                          calibration=calibration, include_global=include_global, weights=weights)
         self.calibration_queries = calibration_queries
+        self.discovery_k = discovery_k
         self.save_dir = save_dir
         self.calibration_dir = calibration_dir
         self.open_set: OpenSetModel | None = None
@@ -147,9 +154,9 @@ class LocalFeatureReranking(Callback):
             raise ValueError("LocalFeatureReranking fits its calibration on validation images, but the "
                              "validation split is empty: set data.val_ratio > 0 (or, at predict, pass "
                              "calibration_dir, the folder of a test run's calibrators)")
-        results = pl_module.searcher.loaders(pl_module.embed, loaders, datamodule.eval_groups("val"),
-                                             phase="calibration (validation)", k=self.reranker.shortlist,
-                                             progress=trainer.is_global_zero)
+        results, embeddings = pl_module.searcher.loaders(
+            pl_module.embed, loaders, datamodule.eval_groups("val"), phase="calibration (validation)",
+            k=self.reranker.shortlist, progress=trainer.is_global_zero)
         self.validation_recall = shortlist_recall(results)
         if self.auto_shortlist:
             self.reranker.shortlist = choose_shortlist(self.validation_recall)
@@ -166,12 +173,58 @@ class LocalFeatureReranking(Callback):
         self.open_set = fit_open_set(fused, score=FUSED_SCORE, holdout=pl_module.hparams.get("open_set_holdout", 0.2))
         if self.open_set.threshold is None:
             rank_zero_warn(f"no open-set threshold on the reranked probabilities: {self.open_set.held_out}")
+        self._choose_discovery_cut(trainer, pl_module, results, embeddings, datasets[0])
         folder = self._folder(trainer)
         if trainer.is_global_zero:
             self.reranker.save(folder)
             if self.open_set.threshold is not None:
                 self.open_set.save(folder / "threshold.json")
         return folder
+
+    def _unknown_photos(self, results: RetrievalResults) -> Tensor:
+        """Positions of the labelled queries whose identity is absent from the gallery."""
+        return (~decision_inputs(results)["known"]).nonzero().flatten()
+
+    def _choose_discovery_cut(self, trainer: L.Trainer, pl_module: L.LightningModule, results: RetrievalResults,
+                              embeddings: Tensor, dataset) -> None:
+        """The cut of the fused grouping graph with the best AMI on the validation queries of identities absent
+        from the gallery (identities kept out of training); none without such queries of 2 identities or more."""
+        unknown = self._unknown_photos(results)
+        labels = results.query_labels.cpu()[unknown]
+        if len(unknown) < 3 or len(torch.unique(labels)) < 2:
+            return
+        graph = self.grouping_graph(trainer, pl_module, embeddings[unknown.to(embeddings.device)],
+                                    dataset.get_subset(unknown.numpy()), phase="calibration (validation): grouping")
+        cut, ami = choose_discovery_threshold(graph, true_labels=labels.numpy())
+        self.open_set = replace(self.open_set, discovery_threshold=cut, discovery_k=self.discovery_k,
+                                discovery_ami=ami)
+        rank_zero_info(f"new photos grouped at fused probability {cut:.4f} (AMI {ami:.4f} on {len(unknown)} "
+                       "validation photos of individuals absent from the gallery)")
+
+    def grouping_graph(self, trainer: L.Trainer, pl_module: L.LightningModule, embeddings: Tensor, dataset, *,
+                       phase: str) -> SimilarityGraph:
+        """Each photo (``embeddings (N, D)``, ``dataset``) linked to its ``discovery_k`` nearest others by cosine,
+        every link scored by the fused calibrated probability of the pair (a collective under DDP)."""
+        count = len(embeddings)
+        neighbours = pl_module.searcher(embeddings, embeddings, gallery_labels=torch.arange(count),
+                                        leave_one_out=True, k=min(self.discovery_k, count - 1))
+        scores = self._pair_scores(trainer, neighbours, dataset, dataset, phase=phase,
+                                   shortlist=neighbours.num_candidates)
+        fused = self.reranker.fuse(self.reranker.calibrate(scores))
+        candidates = neighbours.candidate_indices.cpu()
+        linked = (candidates >= 0) & ~torch.isnan(fused)
+        rows = torch.arange(count)[:, None].expand_as(candidates)
+        return SimilarityGraph.from_edges(torch.stack([rows[linked], candidates[linked]], dim=1), fused[linked],
+                                          num_nodes=count, missing_score=0.0)
+
+    def group_new_photos(self, trainer: L.Trainer, pl_module: L.LightningModule, embeddings: Tensor, dataset
+                         ) -> Discovery | None:
+        """Proposed individuals among new photos by the fused grouping graph, or None without a fused cut (the
+        caller then groups by cosine). A collective under DDP."""
+        if self.open_set is None or self.open_set.discovery_threshold is None or len(embeddings) < 2:
+            return None
+        graph = self.grouping_graph(trainer, pl_module, embeddings, dataset, phase="predict: grouping")
+        return discover(graph, threshold=self.open_set.discovery_threshold)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         results = pl_module.evaluation_results()
@@ -186,6 +239,15 @@ class LocalFeatureReranking(Callback):
         if self.open_set is not None and self.open_set.threshold is not None:
             logged["open/threshold"] = self.open_set.threshold
         logged.update(open_set_log_values(reranked.head(self.reranker.shortlist), self.open_set))
+        unknown = self._unknown_photos(results)
+        if len(unknown) >= 2:
+            test_photos = datasets[0].get_subset(unknown.numpy())
+            embeddings, _ = pl_module.embed(trainer.datamodule.eval_loader(test_photos),
+                                            description="test: embedding new photos")
+            grouped = self.group_new_photos(trainer, pl_module, embeddings, test_photos)
+            if grouped is not None:
+                logged.update({f"discovery/{name}": value for name, value in discovery_metrics(
+                    true_labels=results.query_labels.cpu()[unknown].numpy(), proposed_labels=grouped.groups).items()})
         # calibration quality on the test shortlist, which the calibrators never saw
         hits = results.hits[:, : next(iter(probabilities.values())).shape[1]].cpu()
         folder = self._folder(trainer)
@@ -204,7 +266,8 @@ class LocalFeatureReranking(Callback):
             pl_module.log(f"test/reranked/{name}", float(value), sync_dist=False)
 
     def _pair_scores(self, trainer: L.Trainer, results: RetrievalResults, query_dataset, gallery_dataset, *,
-                     phase: str, query_positions: Tensor | None = None) -> dict[str, Tensor]:
+                     phase: str, query_positions: Tensor | None = None, shortlist: int | None = None
+                     ) -> dict[str, Tensor]:
         """The reranker's shortlist pair scores, each process scoring every ``world_size``-th query and the rows
         gathered, so that each pair is matched once (a collective under DDP); ``phase`` names the progress bars."""
         positions = torch.arange(results.num_queries) if query_positions is None else query_positions.cpu()
@@ -212,10 +275,11 @@ class LocalFeatureReranking(Callback):
         # the phase names the progress bars, and SIGTERM/SIGINT stop its loops at the next batch
         with interruptible(phase, sigterm_received=lambda: trainer.received_sigterm):
             if world == 1 or results.num_queries < world:
-                return self.reranker.pair_scores(results, query_dataset, gallery_dataset, query_positions=positions)
+                return self.reranker.pair_scores(results, query_dataset, gallery_dataset, query_positions=positions,
+                                                 shortlist=shortlist)
             rows = torch.arange(trainer.global_rank, results.num_queries, world)
             share = self.reranker.pair_scores(results.select(rows), query_dataset, gallery_dataset,
-                                              query_positions=positions[rows])
+                                              query_positions=positions[rows], shortlist=shortlist)
         device = results.candidate_indices.device
         gathered = gather_in_order(trainer, {"index": rows.to(device), **{n: s.to(device) for n, s in share.items()}},
                                    what=f"{phase} pair scores")

@@ -48,12 +48,14 @@ class Searcher:
                       backend=self.backend, exact_metrics=self.exact_metrics)
 
     def loaders(self, embed: Embed, loaders: Sequence, groups: Sequence[np.ndarray], *, phase: str,
-                k: int | None = None, progress: bool = False) -> RetrievalResults:
+                k: int | None = None, progress: bool = False) -> tuple[RetrievalResults, Tensor]:
         """Embed ``[query_loader, gallery_loader]`` (``[query_loader]``: leave-one-out) with ``embed`` (e.g.
-        ``ReIDModule.embed``) and search, with the images' sequence codes ``groups``; ``phase`` names the bars."""
+        ``ReIDModule.embed``) and search, with the images' sequence codes ``groups``; ``phase`` names the bars.
+        Returns the results and the query embeddings ``(Q, D)``."""
         query, query_labels = embed(loaders[0], description=f"{phase}: embedding queries", progress=progress)
         gallery, gallery_labels = (query, query_labels) if len(loaders) == 1 else embed(
             loaders[1], description=f"{phase}: embedding gallery", progress=progress)
-        return self(query, gallery, query_labels=query_labels, gallery_labels=gallery_labels, k=k,
-                    query_groups=torch.as_tensor(groups[0]), gallery_groups=torch.as_tensor(groups[-1]),
-                    leave_one_out=len(loaders) == 1)
+        results = self(query, gallery, query_labels=query_labels, gallery_labels=gallery_labels, k=k,
+                       query_groups=torch.as_tensor(groups[0]), gallery_groups=torch.as_tensor(groups[-1]),
+                       leave_one_out=len(loaders) == 1)
+        return results, query

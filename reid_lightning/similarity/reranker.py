@@ -76,21 +76,23 @@ class PairwiseReranker:
         """The rule kept and each candidate's out-of-fold validation top-1 (set by :meth:`fit_calibrators`)."""
 
     # ------------------------------------------------------------------ scoring
-    def _check(self, results: RetrievalResults) -> int:
-        if results.num_candidates < min(self.shortlist, results.gallery_labels.numel()):
+    def _check(self, results: RetrievalResults, shortlist: int | None = None) -> int:
+        shortlist = shortlist or self.shortlist
+        if results.num_candidates < min(shortlist, results.gallery_labels.numel()):
             raise ValueError(
                 f"the results hold {results.num_candidates} candidates per query but the shortlist is "
-                f"{self.shortlist}: search with k >= {self.shortlist}"
+                f"{shortlist}: search with k >= {shortlist}"
             )
-        return min(self.shortlist, results.num_candidates)
+        return min(shortlist, results.num_candidates)
 
     def pair_scores(self, results: RetrievalResults, query_dataset, gallery_dataset,
-                    query_positions: Tensor | None = None) -> dict[str, Tensor]:
+                    query_positions: Tensor | None = None, shortlist: int | None = None) -> dict[str, Tensor]:
         """Every score type of the shortlist pairs, each ``(Q, B)`` float32 (NaN: not scored or empty slot).
 
-        ``query_positions (Q,)``: the dataset index of each results row (default: row i is query i).
+        ``query_positions (Q,)``: the dataset index of each results row (default: row i is query i);
+        ``shortlist``: B for this call (default: the reranker's), e.g. the neighbours of a grouping graph.
         """
-        shortlist = self._check(results)
+        shortlist = self._check(results, shortlist)
         candidates = results.candidate_indices[:, :shortlist].cpu()
         valid = candidates >= 0
         rows = torch.arange(len(candidates)) if query_positions is None else torch.as_tensor(query_positions).cpu()
