@@ -44,6 +44,7 @@ def recipes(backbone: str, ablate: bool) -> dict[str, tuple[str, list[str]]]:
         warmup = recipe["lr_scheduler"]["init_args"]["warmup_fraction"]
         decay = recipe["model"]["weight_decay_norm_bias"]
         frozen = recipe["freeze_backbone"]["epochs"]
+        class_means = recipe.get("class_mean_head", {}).get("enabled", False)
         flips = {
             f"  backbone lr scale {0.1 if scale == 1 else 1.0} instead of {scale}":
                 ["--model.backbone_lr_scale", str(0.1 if scale == 1 else 1.0)],
@@ -53,6 +54,8 @@ def recipes(backbone: str, ablate: bool) -> dict[str, tuple[str, list[str]]]:
                 ["--model.weight_decay_norm_bias", str(not decay).lower()],
             f"  backbone frozen for {1 if frozen == 0 else 0} epochs instead of {frozen}":
                 ["--freeze_backbone.epochs", str(1 if frozen == 0 else 0)],
+            f"  class centres {'random' if class_means else 'at the class means'} at the start":
+                ["--class_mean_head.enabled", str(not class_means).lower()],
         }
         chosen.update({name: ("fit", [*pretrained, *flip]) for name, flip in flips.items()})
     return chosen

@@ -23,7 +23,14 @@ from lightning.pytorch.cli import LightningCLI, LRSchedulerTypeTuple, SaveConfig
 from lightning.pytorch.loggers import WandbLogger
 from torch.optim import Optimizer
 
-from .callbacks import FreezeBackbone, LastCheckpoint, PredictionWriter, RandomState, ZeroShotBaseline
+from .callbacks import (
+    ClassMeanHead,
+    FreezeBackbone,
+    LastCheckpoint,
+    PredictionWriter,
+    RandomState,
+    ZeroShotBaseline,
+)
 from .cli_errors import ConfigurationError, ReIDArgumentParser, friendly_errors, where_given
 from .data import ReIDDataModule
 from .models import ReIDModule
@@ -79,7 +86,7 @@ class SaveConfigToWandb(SaveConfigCallback):
 class ReIDCLI(LightningCLI):
     """LightningCLI with a configurable checkpoint callback (``--checkpoint.*``), the prediction writer
     (``--predict_writer.*``, ``--predict_output``), the zero-shot baseline (``--zero_shot.*``), a frozen-backbone
-    start (``--freeze_backbone.epochs``), optimizer and
+    start (``--freeze_backbone.epochs``), class-mean loss centres (``--class_mean_head.enabled``), optimizer and
     scheduler class paths linked to the model, ``results.json`` output and the resolved config as the W&B run
     config."""
 
@@ -102,6 +109,7 @@ class ReIDCLI(LightningCLI):
         parser.add_lightning_class_args(RandomState, "random_state")
         parser.add_lightning_class_args(ZeroShotBaseline, "zero_shot")
         parser.add_lightning_class_args(FreezeBackbone, "freeze_backbone")
+        parser.add_lightning_class_args(ClassMeanHead, "class_mean_head")
         parser.add_lightning_class_args(PredictionWriter, "predict_writer")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         parser.add_argument("--predict_output", type=str | None, default=None,

@@ -107,3 +107,33 @@ def test_warmup_cosine_follows_the_formula():
     for step in range(4, 20):  # cosine from 1 to 0.1 over the 16 remaining steps
         expected = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - 4) / 16))
         assert rates[step] == pytest.approx(expected)
+
+
+def test_class_mean_head_points_each_class_centre_at_its_training_images(data):
+    torch.manual_seed(0)
+    model = ReIDModule(backbone="resnet10t", pretrained=False, loss="subcenter_arcface", sub_centers=2)
+
+    class Capture(Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.centres = pl_module.loss_fn.pml_loss.W.detach().clone()  # (D, C * sub_centers)
+
+    capture = Capture()
+    initial = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    from reid_lightning.callbacks import ClassMeanHead
+
+    fit(model, data, ClassMeanHead(enabled=True), capture, epochs=1)
+    # the class means of the untrained backbone, image by image (eval mode, evaluation transform)
+    reference = ReIDModule(backbone="resnet10t", pretrained=False, loss="subcenter_arcface", sub_centers=2)
+    reference.backbone.load_state_dict(initial)
+    reference.eval()
+    train = data.dataset("train")
+    sums = {}
+    with torch.no_grad():
+        for index in range(len(train)):
+            image, code = train[index]
+            vector = torch.nn.functional.normalize(reference(image[None]), dim=1)[0]
+            sums[code] = sums.get(code, 0) + vector
+    for column, code in enumerate(data.class_codes.tolist()):
+        expected = torch.nn.functional.normalize(sums[code], dim=0)
+        for sub in range(2):
+            torch.testing.assert_close(capture.centres[:, 2 * column + sub], expected, atol=1e-5, rtol=1e-4)

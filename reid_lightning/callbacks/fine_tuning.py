@@ -1,10 +1,13 @@
-"""Fine-tuning a pretrained backbone: the zero-shot baseline every fit is compared with, and a frozen start."""
+"""Fine-tuning a pretrained backbone: the zero-shot baseline every fit is compared with, a frozen start, and a loss
+head that starts at the class means."""
 
 from __future__ import annotations
 
 import math
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
@@ -84,3 +87,30 @@ class FreezeBackbone(Callback):
         for module in backbone.modules():
             if isinstance(module, BATCH_NORMS):
                 module.train(not frozen)
+
+
+class ClassMeanHead(Callback):
+    """Starts the loss head (ArcFace class centres, softmax rows) at the mean embedding of each training identity
+    (the pretrained model's, training images with the evaluation transform), instead of at random: the first
+    gradients then refine the pretrained embedding instead of pulling it towards random centres."""
+
+    def __init__(self, enabled: bool = False) -> None:
+        """
+        Args:
+            enabled: set the class centres from the class means at the start of ``fit`` (not when resuming).
+        """
+        self.enabled = enabled
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        head = getattr(pl_module, "loss_fn", None)
+        if not self.enabled or trainer.global_step > 0 or not hasattr(head, "set_class_centres"):
+            return
+        datamodule = trainer.datamodule
+        embeddings, codes = pl_module.embed(datamodule.eval_loader(datamodule.dataset("train")),
+                                            description="class centres: embedding training images",
+                                            progress=trainer.is_global_zero)
+        classes = torch.as_tensor(np.searchsorted(datamodule.class_codes, codes.cpu().numpy()))
+        normalised = torch.nn.functional.normalize(embeddings.float().cpu(), dim=1)
+        sums = torch.zeros(len(datamodule.class_codes), normalised.shape[1]).index_add_(0, classes, normalised)
+        head.set_class_centres(sums)
+        rank_zero_info(f"loss head: {len(sums)} class centres set to the mean embedding of their training images")

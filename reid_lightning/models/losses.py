@@ -61,6 +61,12 @@ class ArcFaceLoss(nn.Module):
             self.num_classes, self.embedding_dim, margin=margin_degrees, scale=scale
         )
 
+    def set_class_centres(self, centres: torch.Tensor) -> None:
+        """Point every class's weight vector(s) at ``centres (C, D)`` (e.g. the mean embedding of its images)."""
+        columns = F.normalize(centres.float(), dim=1).repeat_interleave(getattr(self, "sub_centers", 1), dim=0)
+        with torch.no_grad():
+            self.pml_loss.W.copy_(columns.T.to(self.pml_loss.W))
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """embeddings: (B, D), labels: (B,) -> scalar loss."""
         _check_inputs(
@@ -146,6 +152,12 @@ class SoftmaxLoss(nn.Module):
         self.num_classes = num_classes
         self.embedding_dim = embedding_dim
         self.classifier = nn.Linear(embedding_dim, num_classes)
+
+    def set_class_centres(self, centres: torch.Tensor) -> None:
+        """Classifier rows along ``centres (C, D)`` (unit length), biases 0."""
+        with torch.no_grad():
+            self.classifier.weight.copy_(F.normalize(centres.float(), dim=1).to(self.classifier.weight))
+            self.classifier.bias.zero_()
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """embeddings: (B, D), labels: (B,) -> scalar loss."""
