@@ -9,3 +9,13 @@ if "REID_LIGHTNING_CACHE" not in os.environ:
     import tempfile
 
     os.environ["REID_LIGHTNING_CACHE"] = tempfile.mkdtemp(prefix="reid-lightning-test-cache-")
+
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def run_in_a_temporary_folder(tmp_path, monkeypatch):
+    """Every test runs in its own folder: a run without a logger writes its files (data summary, checkpoints) to the
+    current folder, which must never be the repository."""
+    monkeypatch.chdir(tmp_path)
