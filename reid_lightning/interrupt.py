@@ -126,6 +126,12 @@ def label(description: str | None = None) -> str:
     return ": ".join(names)
 
 
+def shows_progress(trainer) -> bool:
+    """Whether this process draws progress bars: the reporting process (rank 0) of a trainer whose progress bar is
+    on (``--trainer.enable_progress_bar false`` silences the project's own bars too)."""
+    return trainer.is_global_zero and trainer.progress_bar_callback is not None
+
+
 def current_phase() -> str | None:
     """The label of the active phases of this thread (outermost first), or None outside any phase."""
     return label() if _phases.stack else None

@@ -78,6 +78,16 @@ def test_zero_shot_metrics_are_logged_before_training_and_a_worse_end_warns(data
     assert trainer.callback_metrics["val/mAP"].item() < baseline.metrics["mAP"]
 
 
+@pytest.mark.parametrize("progress_bar", [True, False])
+def test_zero_shot_progress_follows_the_trainers_progress_bar(data, capsys, progress_bar):
+    model = ReIDModule(backbone="resnet10t", pretrained=False, loss="softmax")
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=progress_bar, accelerator="cpu", callbacks=[ZeroShotBaseline()],
+                        num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=data)
+    assert ("zero-shot (validation): embedding queries" in capsys.readouterr().err) == progress_bar
+
+
 def test_parameter_groups_scale_the_backbone_and_spare_norms_and_biases():
     backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     head = torch.nn.Linear(4, 2)

@@ -12,6 +12,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from ..interrupt import shows_progress
+
 ZERO_SHOT_PREFIX = "val/zero_shot/"
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -44,7 +46,7 @@ class ZeroShotBaseline(Callback):
         if not loaders:
             return
         results, _ = pl_module.searcher.loaders(pl_module.embed, loaders, trainer.datamodule.eval_groups("val"),
-                                                phase="zero-shot (validation)", progress=trainer.is_global_zero)
+                                                phase="zero-shot (validation)", progress=shows_progress(trainer))
         self.metrics = {name: float(value) for name, value in results.metrics(top_k=pl_module.hparams.top_k).items()}
         for name, value in self.metrics.items():
             pl_module.log(f"{ZERO_SHOT_PREFIX}{name}", value, sync_dist=False)
@@ -108,7 +110,7 @@ class ClassMeanHead(Callback):
         datamodule = trainer.datamodule
         embeddings, codes = pl_module.embed(datamodule.eval_loader(datamodule.dataset("train")),
                                             description="class centres: embedding training images",
-                                            progress=trainer.is_global_zero)
+                                            progress=shows_progress(trainer))
         classes = torch.as_tensor(np.searchsorted(datamodule.class_codes, codes.cpu().numpy()))
         normalised = torch.nn.functional.normalize(embeddings.float().cpu(), dim=1)
         sums = torch.zeros(len(datamodule.class_codes), normalised.shape[1]).index_add_(0, classes, normalised)

@@ -16,6 +16,7 @@ from ..distributed import gather_in_order
 from ..inference.discovery import Discovery
 from ..inference.gallery_cache import GalleryCache, gallery_cache_key
 from ..inference.predictions import RankedAnswers, prediction_frame, proposed_identities
+from ..interrupt import shows_progress
 from ..report.contact_sheet import contact_sheet
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir, write_new_file
@@ -88,7 +89,7 @@ class PredictionWriter(BasePredictionWriter):
         if cached is not None:
             rank_zero_info(f"gallery embeddings of {len(gallery)} images read from {cache.path(key)}")
             return cached.to(pl_module.device)
-        embeddings, _ = pl_module.embed(trainer.datamodule.eval_loader(gallery), progress=trainer.is_global_zero,
+        embeddings, _ = pl_module.embed(trainer.datamodule.eval_loader(gallery), progress=shows_progress(trainer),
                                         description="predict: embedding gallery")
         if cache is not None and trainer.is_global_zero:
             rank_zero_info(f"gallery embeddings cached in {cache.save(key, embeddings)}")

@@ -19,7 +19,7 @@ from ..inference.discovery import Discovery, choose_discovery_threshold, discove
 from ..inference.open_set import OpenSetModel, decision_inputs, fit_open_set, open_set_log_values
 from ..inference.predictions import RankedAnswers
 from ..inference.similarity_graph import SimilarityGraph
-from ..interrupt import interruptible
+from ..interrupt import interruptible, shows_progress
 from ..metrics.discovery import discovery_metrics
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir
@@ -156,7 +156,7 @@ class LocalFeatureReranking(Callback):
                              "calibration_dir, the folder of a test run's calibrators)")
         results, embeddings = pl_module.searcher.loaders(
             pl_module.embed, loaders, datamodule.eval_groups("val"), phase="calibration (validation)",
-            k=self.reranker.shortlist, progress=trainer.is_global_zero)
+            k=self.reranker.shortlist, progress=shows_progress(trainer))
         self.validation_recall = shortlist_recall(results)
         if self.auto_shortlist:
             self.reranker.shortlist = choose_shortlist(self.validation_recall)
