@@ -98,25 +98,37 @@ def rank_metrics_of(workdir: Path, stage: str, checkpoint: Path, *extra: str, de
 
 
 def test_reranking_matches_each_pair_once_over_the_processes(trained):
-    """Under DDP the processes split a stage's pairs: in total each pair is matched once (not once per process)."""
-    config = (REPO / "configs" / "rerank" / "sift_mnn.yaml").read_text()
-    config = config.replace("reid_lightning.similarity.pairwise.MatchDescriptors", "ddp_probe.CountingMatchDescriptors")
-    config = config.replace("cache_features: true", "cache_features: false")  # nothing may come from a cache
-    assert "CountingMatchDescriptors" in config and "cache_features: false" in config
-    counting = trained / "counting_sift.yaml"
-    counting.write_text(config)
-    checkpoint = trained / "checkpoints" / "last.ckpt"
-    metrics, pairs = {}, {}
-    for devices in (1, 2):
-        folder = trained / f"counted-{devices}"
-        run_cli(trained, "test", "--ckpt_path", str(checkpoint), "--config", str(counting), devices=devices,
-                metrics_dir=folder)
-        metrics[devices] = rank_metrics(folder, "test", devices)
-        per_process = [sum(map(int, path.read_text().split())) for path in sorted(folder.glob("pairs-*.txt"))]
-        assert len(per_process) == devices
-        pairs[devices] = per_process
-    # calibration (validation) and test pairs: the same total, shared by the two processes
-    assert sum(pairs[2]) == sum(pairs[1]) > 0 and min(pairs[2]) > 0
-    for name, value in metrics[1].items():
-        if name.startswith("test/") and not name.endswith("seconds"):
-            assert metrics[2][name] == pytest.approx(value, abs=1e-6), name
+    """Under DDP the processes split a stage's pairs: in total each pair is matched once (not once per process),
+    the pairs that widen the shortlist (one image of every identity per query) included."""
+    matched = {}
+    for widen in (False, True):
+        config = (REPO / "configs" / "rerank" / "sift_mnn.yaml").read_text()
+        config = config.replace("reid_lightning.similarity.pairwise.MatchDescriptors",
+                                "ddp_probe.CountingMatchDescriptors")
+        config = config.replace("cache_features: true", "cache_features: false")  # nothing may come from a cache
+        if widen:
+            config = config.replace("        shortlist: 10\n", "        shortlist: 10\n        widening:\n"
+                                    "          class_path: reid_lightning.similarity.IdentityWidening\n"
+                                    "          init_args: {keep: 3}\n")
+        assert "CountingMatchDescriptors" in config and "cache_features: false" in config
+        assert ("IdentityWidening" in config) == widen
+        counting = trained / f"counting_sift_{widen}.yaml"
+        counting.write_text(config)
+        checkpoint = trained / "checkpoints" / "last.ckpt"
+        metrics, pairs = {}, {}
+        for devices in (1, 2):
+            folder = trained / f"counted-{devices}-{widen}"
+            run_cli(trained, "test", "--ckpt_path", str(checkpoint), "--config", str(counting),
+                    *(["--model.candidates", "100000"] if widen else []), devices=devices, metrics_dir=folder)
+            metrics[devices] = rank_metrics(folder, "test", devices)
+            per_process = [sum(map(int, path.read_text().split())) for path in sorted(folder.glob("pairs-*.txt"))]
+            assert len(per_process) == devices
+            pairs[devices] = per_process
+        # calibration (validation) and test pairs: the same total, shared by the two processes
+        assert sum(pairs[2]) == sum(pairs[1]) > 0 and min(pairs[2]) > 0
+        for name, value in metrics[1].items():
+            if name.startswith("test/") and not name.endswith("seconds"):
+                assert metrics[2][name] == pytest.approx(value, abs=1e-6), name
+        matched[widen] = sum(pairs[1])
+    # widening matched every query with one image of every identity, on top of the shortlists
+    assert matched[True] > matched[False]

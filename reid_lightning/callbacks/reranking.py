@@ -23,7 +23,7 @@ from ..interrupt import interruptible, shows_progress
 from ..metrics.discovery import discovery_metrics
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir
-from ..similarity import PairScorer, PairwiseReranker, choose_shortlist, shortlist_recall
+from ..similarity import IdentityWidening, PairScorer, PairwiseReranker, choose_shortlist, shortlist_recall
 
 FUSED_SCORE = "fused calibrated probability"
 
@@ -63,7 +63,8 @@ class LocalFeatureReranking(Callback):
     def __init__(self, scorers: list[PairScorer], shortlist: int | Literal["auto"] = 20,
                  calibration: Literal["isotonic", "logistic"] = "isotonic", include_global: bool = True,
                  weights: dict[str, float] | None = None, calibration_queries: int | None = 500,
-                 save_dir: str | None = None, calibration_dir: str | None = None, discovery_k: int = 10) -> None:
+                 save_dir: str | None = None, calibration_dir: str | None = None, discovery_k: int = 10,
+                 widening: IdentityWidening | None = None) -> None:
         """
         Args:
             scorers: local score types (extractor + matcher) to compute for the shortlist pairs.
@@ -78,10 +79,18 @@ class LocalFeatureReranking(Callback):
             calibration_dir: predict only: the folder of calibrators and ``threshold.json`` a test run with the same
                 scorers saved; None: fit them on the validation split as a test run does.
             discovery_k: nearest new photos each new photo is matched with when new photos are grouped.
+            widening: fill the shortlist with the identities the first scorer finds by matching each query with
+                one image of every identity (:class:`~reid_lightning.similarity.IdentityWidening`), for a weak
+                global model; the model must keep the whole ranking (``--model.candidates`` at least the gallery
+                size).
         """
         self.auto_shortlist = shortlist == "auto"
+        if self.auto_shortlist and widening is not None:
+            raise ValueError("shortlist 'auto' follows the global model's recall, which widening replaces: give the "
+                             "shortlist size with widening (e.g. shortlist: 20)")
         self.reranker = PairwiseReranker(scorers, shortlist=100 if self.auto_shortlist else int(shortlist),
-                                         calibration=calibration, include_global=include_global, weights=weights)
+                                         calibration=calibration, include_global=include_global, weights=weights,
+                                         widening=widening)
         self.calibration_queries = calibration_queries
         self.discovery_k = discovery_k
         self.save_dir = save_dir
@@ -122,6 +131,7 @@ class LocalFeatureReranking(Callback):
         out), decided and given a confidence by the fused probability's open-set model. A collective under DDP."""
         if self.open_set is None:
             raise RuntimeError("rerank_predictions runs after on_predict_start, which loads or fits the calibrators")
+        results = self._widen(trainer, results, query_dataset, gallery_dataset, phase="predict")
         scores = self._pair_scores(trainer, results, query_dataset, gallery_dataset, phase="predict")
         reranked = self.reranker.rerank(results, self.reranker.calibrate(scores))
         return RankedAnswers(reranked.head(self.reranker.shortlist), self.open_set)
@@ -154,9 +164,11 @@ class LocalFeatureReranking(Callback):
             raise ValueError("LocalFeatureReranking fits its calibration on validation images, but the "
                              "validation split is empty: set data.val_ratio > 0 (or, at predict, pass "
                              "calibration_dir, the folder of a test run's calibrators)")
+        # widening reads every identity's candidates: the whole ranking
+        depth = len(datasets[-1]) if self.reranker.widening is not None else self.reranker.shortlist
         results, embeddings = pl_module.searcher.loaders(
             pl_module.embed, loaders, datamodule.eval_groups("val"), phase="calibration (validation)",
-            k=self.reranker.shortlist, progress=shows_progress(trainer))
+            k=depth, progress=shows_progress(trainer))
         self.validation_recall = shortlist_recall(results)
         if self.auto_shortlist:
             self.reranker.shortlist = choose_shortlist(self.validation_recall)
@@ -165,7 +177,8 @@ class LocalFeatureReranking(Callback):
                            f"{self.validation_recall[self.reranker.shortlist]:.3f} is within 2 % of the recall at "
                            f"{largest} candidates ({self.validation_recall[largest]:.3f})")
         keep = self.reranker.calibration_subset(results.num_queries, max_queries=self.calibration_queries)
-        subset = results.select(keep)
+        subset = self._widen(trainer, results.select(keep), datasets[0], datasets[-1], query_positions=keep,
+                             phase="calibration (validation)")
         scores = self._pair_scores(trainer, subset, datasets[0], datasets[-1], query_positions=keep,
                                    phase="calibration (validation)")
         self.reranker.fit_calibrators(scores, hits=subset.hits)
@@ -230,6 +243,7 @@ class LocalFeatureReranking(Callback):
         results = pl_module.evaluation_results()
         datasets = trainer.datamodule.eval_datasets("test")
         start = time.perf_counter()
+        results = self._widen(trainer, results, datasets[0], datasets[-1], phase="test")
         scores = self._pair_scores(trainer, results, datasets[0], datasets[-1], phase="test")
         probabilities = self.reranker.calibrate(scores)
         reranked = self.reranker.rerank(results, probabilities)
@@ -268,21 +282,40 @@ class LocalFeatureReranking(Callback):
     def _pair_scores(self, trainer: L.Trainer, results: RetrievalResults, query_dataset, gallery_dataset, *,
                      phase: str, query_positions: Tensor | None = None, shortlist: int | None = None
                      ) -> dict[str, Tensor]:
-        """The reranker's shortlist pair scores, each process scoring every ``world_size``-th query and the rows
-        gathered, so that each pair is matched once (a collective under DDP); ``phase`` names the progress bars."""
+        """The reranker's shortlist pair scores (a collective under DDP, each pair matched once); ``phase`` names
+        the progress bars."""
+        return self._by_query(trainer, results, query_positions, phase=phase, what=f"{phase} pair scores",
+                              compute=lambda share, positions: self.reranker.pair_scores(
+                                  share, query_dataset, gallery_dataset, query_positions=positions,
+                                  shortlist=shortlist))
+
+    def _widen(self, trainer: L.Trainer, results: RetrievalResults, query_dataset, gallery_dataset, *, phase: str,
+               query_positions: Tensor | None = None) -> RetrievalResults:
+        """``results`` with the shortlist widened by the reranker's widening, if any (a collective under DDP)."""
+        if self.reranker.widening is None:
+            return results
+        mask = self._by_query(trainer, results, query_positions, phase=f"{phase}: widening",
+                              what=f"{phase} widened shortlists",
+                              compute=lambda share, positions: {"mask": self.reranker.widened_shortlist(
+                                  share, query_dataset, gallery_dataset, query_positions=positions).to(torch.uint8)})
+        return results.promote(mask["mask"].bool())
+
+    @staticmethod
+    def _by_query(trainer: L.Trainer, results: RetrievalResults, query_positions: Tensor | None, *, phase: str,
+                  what: str, compute) -> dict[str, Tensor]:
+        """``compute(results_share, positions_share) -> {name: (Q_share, ...)}`` over the queries, each process taking
+        every ``world_size``-th query and the rows gathered in order, so each pair is matched once; ``phase`` names
+        the progress bars, and SIGTERM/SIGINT stop its loops at the next batch."""
         positions = torch.arange(results.num_queries) if query_positions is None else query_positions.cpu()
         world = trainer.world_size
-        # the phase names the progress bars, and SIGTERM/SIGINT stop its loops at the next batch
         with interruptible(phase, sigterm_received=lambda: trainer.received_sigterm):
             if world == 1 or results.num_queries < world:
-                return self.reranker.pair_scores(results, query_dataset, gallery_dataset, query_positions=positions,
-                                                 shortlist=shortlist)
+                return compute(results, positions)
             rows = torch.arange(trainer.global_rank, results.num_queries, world)
-            share = self.reranker.pair_scores(results.select(rows), query_dataset, gallery_dataset,
-                                              query_positions=positions[rows], shortlist=shortlist)
+            share = compute(results.select(rows), positions[rows])
         device = results.candidate_indices.device
         gathered = gather_in_order(trainer, {"index": rows.to(device), **{n: s.to(device) for n, s in share.items()}},
-                                   what=f"{phase} pair scores")
+                                   what=what)
         return {name: gathered[name].cpu() for name in share}
 
     def _folder(self, trainer: L.Trainer) -> Path:

@@ -225,6 +225,34 @@ class RetrievalResults:
         candidate_indices = torch.cat([new_head, self.candidate_indices[:, shortlist:]], dim=1)
         head_scores = torch.where(head >= 0, new_scores, float("-inf")).gather(1, order)
         candidate_scores = torch.cat([head_scores, self.candidate_scores[:, shortlist:].float()], dim=1)
+        return self._in_order(candidate_indices, candidate_scores, new_head)
+
+    def promote(self, first: Tensor) -> RetrievalResults:
+        """Move the candidates marked ``first`` ahead of the others, e.g. to widen a reranking shortlist with
+        candidates another scorer found.
+
+        Args:
+            first: ``(Q, K)`` bool over the candidate slots. Marked and unmarked candidates each keep their previous
+                order and their scores; empty slots stay last.
+
+        Returns:
+            New results (this object is unchanged) in that order, with the full-ranking statistics of the new order
+            (as :meth:`rerank`).
+        """
+        if tuple(first.shape) != tuple(self.candidate_indices.shape):
+            raise ValueError(f"first is {tuple(first.shape)}; expected {tuple(self.candidate_indices.shape)}, one flag "
+                             "per candidate slot")
+        device = self.candidate_indices.device
+        valid = self.candidate_indices >= 0
+        key = torch.where(valid, (~first.to(device)).to(torch.int8), 2)  # marked, then unmarked, then empty
+        order = torch.sort(key, dim=1, stable=True).indices
+        candidate_indices = self.candidate_indices.gather(1, order)
+        return self._in_order(candidate_indices, self.candidate_scores.gather(1, order), candidate_indices)
+
+    def _in_order(self, candidate_indices: Tensor, candidate_scores: Tensor, new_head: Tensor) -> RetrievalResults:
+        """These results with re-ordered candidates, the first ``new_head`` ones (``(Q, B)``) above every other gallery
+        item, and the statistics of that order."""
+        device = candidate_indices.device
         source = stats = None
         if self.metrics_depth is not None and self.query_labels is not None:
             # statistics of the new top-K order; strictly decreasing stand-in scores: only the order counts

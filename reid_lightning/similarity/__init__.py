@@ -22,6 +22,7 @@ from .pairwise import (
 )
 from .reranker import PairwiseReranker
 from .shortlist import choose_shortlist, shortlist_recall
+from .widening import IdentityWidening
 
 __all__ = [
     "Calibration",
@@ -30,6 +31,7 @@ __all__ = [
     "CosineSimilarity",
     "FusionReport",
     "FusionRule",
+    "IdentityWidening",
     "IsotonicCalibration",
     "LogisticCalibration",
     "LogisticFusion",

@@ -17,6 +17,7 @@ from ..retrieval import RetrievalResults
 from .calibration import Calibration, IsotonicCalibration, LogisticCalibration, reliability_diagram
 from .fusion import FusionReport, FusionRule, MeanFusion, candidate_rules, choose_fusion
 from .pair_scorer import PairScorer
+from .widening import IdentityWidening
 
 GLOBAL_SCORE = "global"
 CALIBRATIONS = ("isotonic", "logistic")
@@ -38,7 +39,7 @@ class PairwiseReranker:
     def __init__(self, scorers: Sequence[PairScorer] = (), shortlist: int = 20,
                  calibration: Literal["isotonic", "logistic"] = "isotonic", include_global: bool = True,
                  weights: Mapping[str, float] | None = None, progress: bool = True, fusion: str = "auto",
-                 fusion_folds: int = 5, fusion_seed: int = 0) -> None:
+                 fusion_folds: int = 5, fusion_seed: int = 0, widening: IdentityWidening | None = None) -> None:
         """
         Args:
             scorers: local score types (extractor + matcher) computed for the shortlist pairs.
@@ -51,6 +52,9 @@ class PairwiseReranker:
                 type alone < ``mean`` < ``logistic``), ``mean``, ``logistic``, or a score name (that type alone).
             fusion_folds: folds of validation queries for the out-of-fold comparison of the rules.
             fusion_seed: seed of the fold split.
+            widening: a cheap local stage that fills the shortlist with the identities the first scorer finds
+                (for a weak global model, see :class:`IdentityWidening`); :meth:`widen` applies it, :meth:`fit`
+                and calling the reranker do so themselves.
         """
         if shortlist < 1:
             raise ValueError(f"shortlist must be at least 1, got {shortlist}")
@@ -58,6 +62,8 @@ class PairwiseReranker:
             raise ValueError(f"Unknown calibration {calibration!r}; choose one of {list(CALIBRATIONS)}")
         if not scorers and not include_global:
             raise ValueError("give at least one scorer (or include_global=True)")
+        if widening is not None and not scorers:
+            raise ValueError("widening the shortlist needs a local scorer: give scorers")
         if fusion_folds < 2:
             raise ValueError(f"fusion_folds must be at least 2, got {fusion_folds}")
         self.scorers = list(scorers)
@@ -74,6 +80,7 @@ class PairwiseReranker:
         """The fitted fusion rule (None: the weighted mean of ``weights``, as before any fit)."""
         self.fusion_report: FusionReport | None = None
         """The rule kept and each candidate's out-of-fold validation top-1 (set by :meth:`fit_calibrators`)."""
+        self.widening = widening
 
     # ------------------------------------------------------------------ scoring
     def _check(self, results: RetrievalResults, shortlist: int | None = None) -> int:
@@ -84,6 +91,33 @@ class PairwiseReranker:
                 f"{shortlist}: search with k >= {shortlist}"
             )
         return min(shortlist, results.num_candidates)
+
+    def widen(self, results: RetrievalResults, query_dataset, gallery_dataset, *,
+              query_positions: Tensor | None = None) -> RetrievalResults:
+        """``results`` with the shortlist widened by :attr:`widening` (the same object without one)."""
+        if self.widening is None:
+            return results
+        return results.promote(self.widened_shortlist(results, query_dataset, gallery_dataset,
+                                                      query_positions=query_positions))
+
+    def widened_shortlist(self, results: RetrievalResults, query_dataset, gallery_dataset, *,
+                          query_positions: Tensor | None = None) -> Tensor:
+        """``(Q, K)`` bool: the shortlist :attr:`widening` chooses, from the first scorer's scores of each query
+        with its best-ranked images of every identity (``query_positions`` as in :meth:`pair_scores`)."""
+        if self.widening is None:
+            raise RuntimeError("this reranker has no widening")
+        representatives = self.widening.representatives(results)
+        candidates = results.candidate_indices.cpu()
+        rows = torch.arange(len(candidates)) if query_positions is None else torch.as_tensor(query_positions).cpu()
+        pairs = torch.stack([rows[:, None].expand_as(candidates)[representatives], candidates[representatives]], dim=1)
+        scored = self.scorers[0].score(query_dataset, gallery_dataset, pairs)
+        name = self.widening.score or next(iter(scored))
+        if name not in scored:
+            raise ValueError(f"widening ranks identities by {name!r}, which the first scorer does not return: "
+                             f"choose one of {sorted(scored)}")
+        values = torch.full(candidates.shape, float("nan"))
+        values[representatives] = scored[name].float().cpu()
+        return self.widening.shortlist_mask(results, values, shortlist=self.shortlist)
 
     def pair_scores(self, results: RetrievalResults, query_dataset, gallery_dataset,
                     query_positions: Tensor | None = None, shortlist: int | None = None) -> dict[str, Tensor]:
@@ -130,7 +164,9 @@ class PairwiseReranker:
         return results.rerank(self.fuse(probabilities))
 
     def __call__(self, results: RetrievalResults, query_dataset, gallery_dataset) -> RetrievalResults:
-        """Score, calibrate and fuse the shortlist pairs; the reranked results (``results`` is unchanged)."""
+        """Widen the shortlist (with :attr:`widening`), score, calibrate and fuse its pairs; the reranked results
+        (``results`` is unchanged)."""
+        results = self.widen(results, query_dataset, gallery_dataset)
         return self.rerank(results, self.calibrate(self.pair_scores(results, query_dataset, gallery_dataset)))
 
     # ------------------------------------------------------------------ fitting
@@ -147,9 +183,10 @@ class PairwiseReranker:
 
     def fit_scores(self, results: RetrievalResults, query_dataset, gallery_dataset, *, max_queries: int | None = None,
                    seed: int = 0) -> tuple[RetrievalResults, dict[str, Tensor]]:
-        """The queries :meth:`fit` uses (at most ``max_queries``, a seeded random subset) and their pair scores."""
+        """The queries :meth:`fit` uses (at most ``max_queries``, a seeded random subset; their shortlists widened
+        with :attr:`widening`) and their pair scores."""
         keep = self.calibration_subset(results.num_queries, max_queries=max_queries, seed=seed)
-        subset = results.select(keep)
+        subset = self.widen(results.select(keep), query_dataset, gallery_dataset, query_positions=keep)
         return subset, self.pair_scores(subset, query_dataset, gallery_dataset, query_positions=keep)
 
     @staticmethod
@@ -210,7 +247,8 @@ class PairwiseReranker:
         settings = {"shortlist": self.shortlist, "calibration": self.calibration,
                     "include_global": self.include_global, "weights": self.weights, "calibrators": index,
                     "fusion": None if self.fusion_rule is None else self.fusion_rule.to_dict(),
-                    "fusion_report": None if self.fusion_report is None else self.fusion_report.to_dict()}
+                    "fusion_report": None if self.fusion_report is None else self.fusion_report.to_dict(),
+                    "widening": None if self.widening is None else self.widening.settings()}
         (folder / "index.json").write_text(json.dumps(settings, indent=2))
         return folder
 
@@ -252,6 +290,9 @@ class PairwiseReranker:
             else:
                 if needed - saved:
                     problems.append(f"the fusion rule reads {sorted(needed - saved)}, which have no calibrator")
+        widening = None if self.widening is None else self.widening.settings()
+        if settings.get("widening") != widening:
+            problems.append(f"fitted on shortlists widened by {settings.get('widening')}, widened by {widening} here")
         if (GLOBAL_SCORE in saved) != self.include_global:
             problems.append(f"include_global={GLOBAL_SCORE in saved} saved, {self.include_global} here")
         names = [getattr(scorer, "name", None) for scorer in self.scorers]
