@@ -271,3 +271,40 @@ def test_new_photos_are_grouped_by_the_fused_probability_with_a_cut_chosen_on_va
     L.Trainer(callbacks=[predicting, writer], logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
               accelerator="cpu").predict(model, datamodule=data)
     assert writer.discovery is not None and writer.discovery.threshold == cut
+
+
+def test_widening_lets_local_matching_find_individuals_outside_the_global_shortlist(tmp_path):
+    """An oracle local score and a 6-image shortlist (each individual has about 4 training images): without widening, reranking finds the individual only when the
+    untrained global model shortlisted it; widened by matching each query with one image of every individual, every
+    test query finds its individual, and predict widens the same way."""
+    from reid_lightning.callbacks import PredictionWriter
+    from reid_lightning.similarity import IdentityWidening
+
+    data = ReIDDataModule(synthetic_dir=str(tmp_path / "data"), synthetic=True, synthetic_individuals=12,
+                          synthetic_images_per_individual=8, synthetic_image_size=32, image_size=32, val_ratio=0.2,
+                          test_ratio=0.3, batch_size=16)
+    top1, recall = {}, {}
+    for widen in (False, True):
+        callback = LocalFeatureReranking(scorers=[OracleScorer()], shortlist=6, include_global=False,
+                                         save_dir=str(tmp_path / f"calibration-{widen}"),
+                                         widening=IdentityWidening(keep=0) if widen else None)
+        torch.manual_seed(0)
+        model = ReIDModule(backbone="resnet10t", pretrained=False, top_k=(1, 6), candidates=1000)
+        trainer = L.Trainer(callbacks=[callback], logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                            accelerator="cpu")
+        trainer.test(model, datamodule=data)
+        top1[widen] = trainer.callback_metrics["test/reranked/top1"].item()
+        recall[widen] = model.evaluation_results().hits[:, :6].any(dim=1).float().mean().item()
+    assert top1[False] == pytest.approx(recall[False]) and recall[False] < 1.0
+    assert top1[True] == 1.0
+
+    writer = PredictionWriter(output=str(tmp_path / "predictions.csv"))
+    predicting = LocalFeatureReranking(scorers=[OracleScorer()], shortlist=6, include_global=False,
+                                       calibration_dir=str(tmp_path / "calibration-True"),
+                                       widening=IdentityWidening(keep=0))
+    L.Trainer(callbacks=[predicting, writer], logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+              accelerator="cpu").predict(model, datamodule=data)
+    answers = writer.predictions
+    truth = answers["image_id"].str.rsplit("_", n=1).str[0]
+    named = ~answers["is_new"]
+    assert named.any() and (answers.loc[named, "identity"] == truth[named]).all()
