@@ -236,7 +236,8 @@ class LocalFeatureReranking(Callback):
         caller then groups by cosine). A collective under DDP."""
         if self.open_set is None or self.open_set.discovery_threshold is None or len(embeddings) < 2:
             return None
-        graph = self.grouping_graph(trainer, pl_module, embeddings, dataset, phase="predict: grouping")
+        stage = trainer.state.stage.value if trainer.state.stage is not None else "predict"
+        graph = self.grouping_graph(trainer, pl_module, embeddings, dataset, phase=f"{stage}: grouping")
         return discover(graph, threshold=self.open_set.discovery_threshold)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
