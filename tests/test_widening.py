@@ -39,7 +39,7 @@ def test_representatives_are_each_querys_best_ranked_images_per_identity():
     assert two.tolist() == [[True, True, True, True, True, False]]
 
 
-def test_shortlist_keeps_the_global_head_then_identities_by_local_score():
+def test_shortlist_keeps_the_global_head_then_spans_identities_by_local_score():
     # candidates in global order: identities 1 1 2 0 3 0 2 3
     labels = [1, 1, 2, 0, 3, 0, 2, 3]
     scores = torch.linspace(1, 0, len(labels))[None]
@@ -49,11 +49,17 @@ def test_shortlist_keeps_the_global_head_then_identities_by_local_score():
     assert representatives.tolist() == [[True, False, True, True, True, False, False, False]]
     local = torch.full((1, 8), float("nan"))
     local[0, 0], local[0, 2], local[0, 3], local[0, 4] = 5.0, 1.0, 40.0, float("nan")  # identity 3: unscored
-    # keep slot 0; then identity 0 (40: slots 3, 5), identity 1 (5: slot 1), identity 2 (1: slots 2, 6), 3 last
+    # keep slot 0; then the best-ranked image of each identity by local rank: identity 0 (40: slot 3), identity 1
+    # (5: slot 0, kept already), identity 2 (1: slot 2), identity 3 (unscored: slot 4); then second images
     mask = widening.shortlist_mask(results, local, shortlist=4)
-    assert mask.tolist() == [[True, True, False, True, False, True, False, False]]
+    assert mask.tolist() == [[True, False, True, True, True, False, False, False]]
     widened = results.promote(mask)
-    assert widened.candidate_indices[0, :4].tolist() == [0, 1, 3, 5]
+    assert widened.candidate_indices[0, :4].tolist() == [0, 2, 3, 4]
+    # a longer shortlist goes on with second images in the same identity order: identity 0 (slot 5), 1 (slot 1)
+    assert widening.shortlist_mask(results, local, shortlist=6).tolist() == [
+        [True, True, True, True, True, True, False, False]]
+    assert IdentityWidening(keep=0).shortlist_mask(results, local, shortlist=3).tolist() == [
+        [True, False, True, True, False, False, False, False]]
 
 
 def test_widening_needs_the_whole_ranking():

@@ -15,9 +15,9 @@ class IdentityWidening:
     WildFusion reranks the global top-B, so a query whose identity the global model ranks below B can never be
     found. Here each query is first matched with its ``per_identity`` best-ranked gallery images of *every*
     identity (``Q x identities x per_identity`` pairs instead of ``Q x G``), the identities are ranked by their best
-    local score, and the B-shortlist becomes the global top-``keep`` followed by the images of the best identities
-    by that local score (each identity's images in global order). The reranker then scores, calibrates and fuses
-    the widened shortlist as usual, on validation (fitting) as on test.
+    local score, and the B-shortlist becomes the global top-``keep`` followed by the best-ranked image of each
+    identity in that local order (then their second images, and so on, while slots remain). The reranker then
+    scores, calibrates and fuses the widened shortlist as usual, on validation (fitting) as on test.
 
     The results must rank the whole gallery (search with ``k`` at least the gallery size, e.g.
     ``--model.candidates``), so that every identity has candidates and every candidate its global score.
@@ -43,22 +43,7 @@ class IdentityWidening:
 
     def representatives(self, results: RetrievalResults) -> Tensor:
         """``(Q, K)`` bool: each query's first ``per_identity`` candidates of every identity."""
-        labels = results.candidate_labels.cpu()
-        valid = results.candidate_valid.cpu()
-        num_queries, num_candidates = labels.shape
-        _, codes = torch.unique(labels, return_inverse=True)
-        slots = torch.arange(num_candidates).expand_as(labels)
-        rows = torch.arange(num_queries)[:, None].expand_as(labels)
-        # order candidates by (query, identity, rank); a candidate's place within its (query, identity) run
-        key = (rows * (int(codes.max()) + 1) + codes) * num_candidates + slots
-        order = torch.argsort(key.flatten())
-        run = (key.flatten()[order] // num_candidates)
-        starts = torch.ones_like(run, dtype=torch.bool)
-        starts[1:] = run[1:] != run[:-1]
-        start_position = torch.cummax(torch.where(starts, torch.arange(len(run)), 0), dim=0).values
-        place = torch.empty_like(order)
-        place[order] = torch.arange(len(run)) - start_position
-        return (place.view_as(labels) < self.per_identity) & valid
+        return (places(results.candidate_labels.cpu()) < self.per_identity) & results.candidate_valid.cpu()
 
     def shortlist_mask(self, results: RetrievalResults, representative_scores: Tensor, *, shortlist: int) -> Tensor:
         """``(Q, K)`` bool: the widened shortlist of ``shortlist`` candidates per query.
@@ -86,11 +71,31 @@ class IdentityWidening:
         identity_rank = torch.empty_like(by_local).scatter_(1, by_local, torch.arange(num_codes).expand_as(by_local)
                                                             .contiguous())
         slots = torch.arange(num_candidates).expand_as(labels)
-        kept = slots < self.keep
-        # the global top-keep first, then candidates by their identity's local rank, each identity in global order
-        priority = torch.where(kept, -1, identity_rank.gather(1, codes)) * num_candidates + slots
+        # the global top-keep first; then each identity's best-ranked image, identities by local rank; then each
+        # identity's second image, and so on: the shortlist spans as many of the locally best identities as it can
+        priority = places(labels) * num_codes + identity_rank.gather(1, codes)
+        priority = torch.where(slots < self.keep, slots - num_candidates, priority)
         priority = torch.where(valid, priority, torch.iinfo(torch.int64).max)
         chosen = torch.argsort(priority, dim=1, stable=True)[:, :shortlist]
         mask = torch.zeros(num_queries, num_candidates, dtype=torch.bool)
         mask.scatter_(1, chosen, True)
         return mask & valid
+
+
+def places(labels: Tensor) -> Tensor:
+    """``(Q, K)`` each candidate's place among its query's candidates of the same identity (0: the best-ranked)."""
+    num_queries, num_candidates = labels.shape
+    _, codes = torch.unique(labels, return_inverse=True)
+    slots = torch.arange(num_candidates).expand_as(labels)
+    rows = torch.arange(num_queries)[:, None].expand_as(labels)
+    # candidates ordered by (query, identity, rank); a candidate's place within its (query, identity) run
+    key = ((rows * (int(codes.max()) + 1) + codes) * num_candidates + slots).flatten()
+    order = torch.argsort(key)
+    run = key[order] // num_candidates
+    starts = torch.ones_like(run, dtype=torch.bool)
+    starts[1:] = run[1:] != run[:-1]
+    positions = torch.arange(len(run))
+    start_position = torch.cummax(torch.where(starts, positions, 0), dim=0).values
+    place = torch.empty_like(order)
+    place[order] = positions - start_position
+    return place.view_as(labels)
