@@ -87,8 +87,10 @@ def main() -> None:
     else:
         model = ReIDModule(backbone=args.untrained, pretrained=False)
         name = f"untrained {args.untrained}"
+    # no trainer attaches the model here: its preprocessing (e.g. Lite0's mean/std 0.5) is passed explicitly
     data = ReIDDataModule(root=args.root, split="closed", test_ratio=0.3, val_ratio=0.1, seed=0,
-                          image_size=args.image_size, batch_size=32)
+                          image_size=args.image_size, mean=model.input_config["mean"], std=model.input_config["std"],
+                          batch_size=32)
     data.setup("test")
     searcher = model.searcher
     gallery_dataset = data.dataset("train")
