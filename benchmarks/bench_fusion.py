@@ -1,21 +1,24 @@
-"""The three parts of test-time reranking side by side: the global model alone, local matching alone, and the
+"""The three parts of test-time reranking side by side: the global model alone, each local matcher alone, and the
 fusion chosen on validation (``PairwiseReranker``, ``fusion="auto"``); optionally the fusion over a shortlist widened
 by local matching against one image of every identity (``IdentityWidening``).
 
-    python benchmarks/bench_fusion.py --root ../shared/data/zebra --ckpt_path CKPT --image_size 128 --out /tmp/f
+    python benchmarks/bench_fusion.py --root ../shared/data/zebra --ckpt_path CKPT --image_size 128 \\
+        --matchers mnn lightglue --local_shortlist 50 --out /tmp/f
     python benchmarks/bench_fusion.py --root ../shared/data/zebra --untrained resnet18 --image_size 224 \\
-        --candidates 400 --widen_keep 10 --out /tmp/f
+        --matchers mnn --candidates 217 --out /tmp/f
     python benchmarks/bench_fusion.py --root ../shared/data/dogfaces --ckpt_path CKPT --image_size 112 \\
         --candidates 20 --local_shortlist 20 --max_queries 300 --calibration_queries 300 --out /tmp/f
 
 The split is the fine-tuning benchmark's (closed, test 0.3, validation 0.1, seed 0): test queries against the
-training images. Local only = ALIKED + LightGlue match counts (adaptive on CPU, confidence > 0.5, 256 keypoints at
-256 px, as ``configs/rerank/aliked_lightglue.yaml``) ranking the whole gallery, or the global top-``local_shortlist``
-when given (stated); ties keep the global order. Fused = the global score and the match count calibrated and fused
-by the rule chosen out of fold on the validation shortlists, over the top-``shortlist`` (``auto``: by validation
-recall). Features and pair scores are cached in a fresh folder under ``--out``, so the local-only pass runs cold and
-the other parts reuse its matching: the cost of each part is stated as the distinct test pairs it matches per query
-times the seconds per pair of the cold local-only pass. Prints a Markdown table and one JSON line.
+training images. Local only = the match counts of one matcher on ALIKED keypoints (256 at 256 px): ``lightglue``
+(adaptive on CPU, confidence > 0.5, as ``configs/rerank/aliked_lightglue.yaml``) or ``mnn`` (mutual nearest
+neighbours, Lowe's ratio 0.8, as ``configs/rerank/aliked_mnn.yaml``), ranking the whole gallery, or the global
+top-``local_shortlist`` when given (stated); ties keep the global order. Fused = the global score and every matcher's
+count calibrated and fused by the rule chosen out of fold on the validation shortlists, over the top-``shortlist``
+(``auto``: by validation recall up to ``candidates``). Features and pair scores are cached in a fresh folder under
+``--out`` (kept with ``--warm_cache``), so the local-only passes run cold, the first one extracting the features, and
+the other parts reuse their matching: the cost of each part is stated as the distinct test pairs it matches per query
+times the seconds per pair of the cold local-only passes. Prints a Markdown table and one JSON line.
 """
 
 from __future__ import annotations
@@ -39,14 +42,22 @@ from reid_lightning.similarity import (
     choose_shortlist,
     shortlist_recall,
 )
-from reid_lightning.similarity.pairwise import CollectCounts, MatchLightGlue
+from reid_lightning.similarity.pairwise import CollectCounts, MatchDescriptors, MatchLightGlue
+
+MATCHERS = ("lightglue", "mnn")
 
 
-def scorer(cache_dir: Path) -> PairScorer:
-    matcher = MatchLightGlue(features="aliked", depth_confidence=0.9, width_confidence=0.95,
-                             collector=CollectCounts(thresholds=[0.5]))
-    return PairScorer(matcher=matcher, extractor=AlikedExtractor(max_num_keypoints=256), image_size=256,
-                      cache_dir=cache_dir)
+def scorer(matcher: str, cache_dir: Path) -> PairScorer:
+    """ALIKED (256 keypoints at 256 px) matched by LightGlue (as ``configs/rerank/aliked_lightglue.yaml``) or by
+    mutual nearest neighbours with Lowe's ratio 0.8 (as ``configs/rerank/aliked_mnn.yaml``); both share the
+    extracted features."""
+    if matcher == "lightglue":
+        match = MatchLightGlue(features="aliked", depth_confidence=0.9, width_confidence=0.95,
+                               collector=CollectCounts(thresholds=[0.5]))
+    else:
+        match = MatchDescriptors(ratio_threshold=0.8, collector=CollectCounts(thresholds=[0.0]))
+    return PairScorer(matcher=match, extractor=AlikedExtractor(max_num_keypoints=256), image_size=256,
+                      cache_dir=cache_dir, name=f"aliked_{matcher}")
 
 
 def pairs_per_query(results: RetrievalResults, shortlist: int, extra: torch.Tensor | None = None) -> float:
@@ -74,13 +85,19 @@ def main() -> None:
     parser.add_argument("--widen_keep", type=int, default=None,
                         help="also fuse over a shortlist widened by local matching: the global top-N kept")
     parser.add_argument("--widen_shortlist", type=int, default=20, help="the widened shortlist's size B")
+    parser.add_argument("--matchers", nargs="+", choices=MATCHERS, default=["lightglue"],
+                        help="local scorers: each alone (local only), and all of them fused with the global score")
+    parser.add_argument("--warm_cache", action="store_true",
+                        help="keep the pair scores and features already in --out/cache (the seconds then exclude the "
+                             "cached work)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
     torch.manual_seed(0)
     out = Path(args.out)
     cache = out / "cache"
-    shutil.rmtree(cache, ignore_errors=True)  # the local-only pass must run cold: its seconds per pair are the unit
+    if not args.warm_cache:  # the local-only passes must run cold: their seconds per pair are the unit
+        shutil.rmtree(cache, ignore_errors=True)
     if args.ckpt_path:
         model = ReIDModule.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=True)
         name = f"fine-tuned {model.hparams.backbone}"
@@ -111,32 +128,37 @@ def main() -> None:
         test_positions = torch.arange(test.num_queries)
     recall = shortlist_recall(validation.head(args.candidates))
     shortlist = choose_shortlist(recall) if args.shortlist == "auto" else int(args.shortlist)
-    rows = {"global only": dict(test.metrics(top_k=(1, 5)), pairs_per_query=0.0)}
+    rows = {"global only": dict(test.metrics(top_k=(1, 5)), pairs_per_query=0.0, seconds_per_query=0.0)}
 
-    local = PairwiseReranker([scorer(cache)], shortlist=args.local_shortlist or whole, include_global=False)
-    start = time.perf_counter()
-    counts = local.pair_scores(test, test_dataset, gallery_dataset, query_positions=test_positions)
-    cold_seconds = time.perf_counter() - start
-    local_pairs = pairs_per_query(test, local.shortlist)
-    seconds_per_pair = cold_seconds / (local_pairs * test.num_queries)
-    local_name = next(iter(counts))
-    rows[f"local only (top-{local.shortlist})"] = dict(test.rerank(counts[local_name]).metrics(top_k=(1, 5)),
-                                                        pairs_per_query=local_pairs)
+    # one cold local-only pass per matcher, in the order given: the first also extracts every image's features
+    seconds_per_pair = {}
+    for matcher in args.matchers:
+        local = PairwiseReranker([scorer(matcher, cache)], shortlist=args.local_shortlist or whole,
+                                 include_global=False)
+        start = time.perf_counter()
+        counts = local.pair_scores(test, test_dataset, gallery_dataset, query_positions=test_positions)
+        local_pairs = pairs_per_query(test, local.shortlist)
+        seconds_per_pair[matcher] = (time.perf_counter() - start) / (local_pairs * test.num_queries)
+        rows[f"local only, {matcher} (top-{local.shortlist})"] = dict(
+            test.rerank(next(iter(counts.values()))).metrics(top_k=(1, 5)), pairs_per_query=local_pairs,
+            seconds_per_query=local_pairs * seconds_per_pair[matcher])
+    every_pair = sum(seconds_per_pair.values())  # a fused pair is matched by every matcher
 
-    fused = PairwiseReranker([scorer(cache)], shortlist=shortlist, include_global=True, fusion="auto")
+    fused = PairwiseReranker([scorer(m, cache) for m in args.matchers], shortlist=shortlist, include_global=True, fusion="auto")
     fused.fit(validation.head(args.candidates), val_dataset, gallery_dataset, max_queries=args.calibration_queries)
     scores = fused.pair_scores(test, test_dataset, gallery_dataset, query_positions=test_positions)
     reranked = fused.rerank(test, fused.calibrate(scores))
+    fused_pairs = pairs_per_query(test, shortlist)
     rows[f"fused, {fused.fusion_report.chosen} (top-{shortlist})"] = dict(
-        reranked.metrics(top_k=(1, 5)), pairs_per_query=pairs_per_query(test, shortlist))
+        reranked.metrics(top_k=(1, 5)), pairs_per_query=fused_pairs, seconds_per_query=fused_pairs * every_pair)
     out.mkdir(parents=True, exist_ok=True)
     fused.save(out / "calibration")
     reports = {"fused": fused.fusion_report.to_dict()}
 
     if args.widen_keep is not None:
         widening = IdentityWidening(keep=args.widen_keep)
-        widened = PairwiseReranker([scorer(cache)], shortlist=args.widen_shortlist, include_global=True,
-                                   fusion="auto", widening=widening)
+        widened = PairwiseReranker([scorer(m, cache) for m in args.matchers], shortlist=args.widen_shortlist,
+                                   include_global=True, fusion="auto", widening=widening)
         widened.fit(validation, val_dataset, gallery_dataset, max_queries=args.calibration_queries)
         chosen = widened.widened_shortlist(test, test_dataset, gallery_dataset, query_positions=test_positions)
         test_widened = test.promote(chosen)
@@ -145,18 +167,21 @@ def main() -> None:
         rows[f"fused, {widened.fusion_report.chosen}, widened (global top-{args.widen_keep} + identities by local "
              f"matching, top-{args.widen_shortlist})"] = dict(
             reranked.metrics(top_k=(1, 5)),
-            pairs_per_query=pairs_per_query(test, 0, widening.representatives(test) | chosen))
+            pairs_per_query=pairs_per_query(test, 0, widening.representatives(test) | chosen),
+            # the representatives are matched by the first matcher, the widened shortlist by every matcher
+            seconds_per_query=pairs_per_query(test, 0, widening.representatives(test)) * seconds_per_pair[
+                args.matchers[0]] + pairs_per_query(test, 0, chosen) * every_pair)
         widened.save(out / "calibration-widened")
         reports["widened"] = widened.fusion_report.to_dict()
 
     print(f"\n{args.root}: global model {name}, {args.image_size} px; {test.num_queries} test queries x "
           f"{whole} gallery images; validation recall@B {json.dumps(recall)}; fusion chosen out of fold on "
           f"{min(validation.num_queries, args.calibration_queries or validation.num_queries)} validation queries: "
-          f"{json.dumps(reports)}; cold local matching {seconds_per_pair:.3f} s per pair")
-    print("| part | top-1 | top-5 | mAP | pairs / query | s / query (cold, extraction included) |")
+          f"{json.dumps(reports)}; seconds per pair of each local-only pass (the first one extracts the features"
+          f"{', warm cache: cached work excluded' if args.warm_cache else ''}): {json.dumps(seconds_per_pair)}")
+    print("| part | top-1 | top-5 | mAP | pairs / query | s / query |")
     print("|---|---:|---:|---:|---:|---:|")
     for part, row in rows.items():
-        row["seconds_per_query"] = row["pairs_per_query"] * seconds_per_pair
         print(f"| {part} | {row['top1']:.3f} | {row['top5']:.3f} | {row['mAP']:.3f} | {row['pairs_per_query']:.0f} | "
               f"{row['seconds_per_query']:.2f} |")
     print(json.dumps({"global": name, "shortlist": shortlist, "recall": recall, "rows": rows,

@@ -329,6 +329,17 @@ def test_pretrained_lightglue_matches_same_pattern_pairs(scenes, extractor_class
     assert (output[0.25] >= output[0.5]).all() and (output[0.5] >= output[0.75]).all()
 
 
+
+@needs_shipped
+def test_aliked_keypoints_matched_by_mutual_nearest_neighbours_find_the_same_pattern(scenes):
+    # configs/rerank/aliked_mnn.yaml: ALIKED descriptors, no matcher network, Lowe's ratio 0.8
+    extractor = AlikedExtractor(max_num_keypoints=128, device="cpu", progress=False)
+    matcher = MatchDescriptors(ratio_threshold=0.8, collector=CollectCounts(thresholds=[0.0]), progress=False)
+    counts = matcher(extractor(scenes[0]), extractor(scenes[1]))
+    same = counts.diagonal()
+    different = counts[~torch.eye(3, 4, dtype=torch.bool)]
+    assert same.min() >= 10 and same.min() > 2 * different.max()
+
 # --- LoFTR --------------------------------------------------------------------------------------------------
 
 
