@@ -3,11 +3,12 @@ fusion chosen on validation (``PairwiseReranker``, ``fusion="auto"``); optionall
 by local matching against one image of every identity (``IdentityWidening``).
 
     python benchmarks/bench_fusion.py --root ../shared/data/zebra --ckpt_path CKPT --image_size 128 \\
-        --matchers mnn lightglue --local_shortlist 50 --out /tmp/f
+        --matchers mnn --shortlist 100 --out /tmp/f
     python benchmarks/bench_fusion.py --root ../shared/data/zebra --untrained resnet18 --image_size 224 \\
         --matchers mnn --candidates 217 --out /tmp/f
     python benchmarks/bench_fusion.py --root ../shared/data/dogfaces --ckpt_path CKPT --image_size 112 \\
-        --candidates 20 --local_shortlist 20 --max_queries 300 --calibration_queries 300 --out /tmp/f
+        --matchers mnn lightglue --candidates 20 --local_shortlist 20 --max_queries 150 --calibration_queries 150 \\
+        --out /tmp/f
 
 The split is the fine-tuning benchmark's (closed, test 0.3, validation 0.1, seed 0): test queries against the
 training images. Local only = the match counts of one matcher on ALIKED keypoints (256 at 256 px): ``lightglue``
@@ -144,7 +145,8 @@ def main() -> None:
             seconds_per_query=local_pairs * seconds_per_pair[matcher])
     every_pair = sum(seconds_per_pair.values())  # a fused pair is matched by every matcher
 
-    fused = PairwiseReranker([scorer(m, cache) for m in args.matchers], shortlist=shortlist, include_global=True, fusion="auto")
+    fused = PairwiseReranker([scorer(m, cache) for m in args.matchers], shortlist=shortlist, include_global=True,
+                             fusion="auto")
     fused.fit(validation.head(args.candidates), val_dataset, gallery_dataset, max_queries=args.calibration_queries)
     scores = fused.pair_scores(test, test_dataset, gallery_dataset, query_positions=test_positions)
     reranked = fused.rerank(test, fused.calibrate(scores))
