@@ -19,7 +19,8 @@ count calibrated and fused by the rule chosen out of fold on the validation shor
 (``auto``: by validation recall up to ``candidates``). Features and pair scores are cached in a fresh folder under
 ``--out`` (kept with ``--warm_cache``), so the local-only passes run cold, the first one extracting the features, and
 the other parts reuse their matching: the cost of each part is stated as the distinct test pairs it matches per query
-times the seconds per pair of the cold local-only passes. Prints a Markdown table and one JSON line.
+times the seconds per pair of the cold local-only passes. A fused row's ceiling is the best top-1 any fusion increasing
+in every score could reach on its shortlists (``fusion_ceiling``). Prints a Markdown table and one JSON line.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from reid_lightning.similarity import (
     PairScorer,
     PairwiseReranker,
     choose_shortlist,
+    fusion_ceiling,
     shortlist_recall,
 )
 from reid_lightning.similarity.pairwise import CollectCounts, MatchDescriptors, MatchLightGlue
@@ -128,7 +130,8 @@ def main() -> None:
     else:
         test_positions = torch.arange(test.num_queries)
     recall = shortlist_recall(validation.head(args.candidates))
-    shortlist = choose_shortlist(recall) if args.shortlist == "auto" else int(args.shortlist)
+    shortlist = choose_shortlist(validation.head(args.candidates)) if args.shortlist == "auto" else int(
+        args.shortlist)
     rows = {"global only": dict(test.metrics(top_k=(1, 5)), pairs_per_query=0.0, seconds_per_query=0.0)}
 
     # one cold local-only pass per matcher, in the order given: the first also extracts every image's features
@@ -152,7 +155,8 @@ def main() -> None:
     reranked = fused.rerank(test, fused.calibrate(scores))
     fused_pairs = pairs_per_query(test, shortlist)
     rows[f"fused, {fused.fusion_report.chosen} (top-{shortlist})"] = dict(
-        reranked.metrics(top_k=(1, 5)), pairs_per_query=fused_pairs, seconds_per_query=fused_pairs * every_pair)
+        reranked.metrics(top_k=(1, 5)), pairs_per_query=fused_pairs, seconds_per_query=fused_pairs * every_pair,
+        ceiling=fusion_ceiling(scores, test.hits))
     out.mkdir(parents=True, exist_ok=True)
     fused.save(out / "calibration")
     reports = {"fused": fused.fusion_report.to_dict()}
@@ -168,7 +172,7 @@ def main() -> None:
         reranked = widened.rerank(test_widened, widened.calibrate(scores))
         rows[f"fused, {widened.fusion_report.chosen}, widened (global top-{args.widen_keep} + identities by local "
              f"matching, top-{args.widen_shortlist})"] = dict(
-            reranked.metrics(top_k=(1, 5)),
+            reranked.metrics(top_k=(1, 5)), ceiling=fusion_ceiling(scores, test_widened.hits),
             pairs_per_query=pairs_per_query(test, 0, widening.representatives(test) | chosen),
             # the representatives are matched by the first matcher, the widened shortlist by every matcher
             seconds_per_query=pairs_per_query(test, 0, widening.representatives(test)) * seconds_per_pair[
@@ -181,11 +185,12 @@ def main() -> None:
           f"{min(validation.num_queries, args.calibration_queries or validation.num_queries)} validation queries: "
           f"{json.dumps(reports)}; seconds per pair of each local-only pass (the first one extracts the features"
           f"{', warm cache: cached work excluded' if args.warm_cache else ''}): {json.dumps(seconds_per_pair)}")
-    print("| part | top-1 | top-5 | mAP | pairs / query | s / query |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| part | top-1 | top-5 | mAP | fusion ceiling | pairs / query | s / query |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for part, row in rows.items():
-        print(f"| {part} | {row['top1']:.3f} | {row['top5']:.3f} | {row['mAP']:.3f} | {row['pairs_per_query']:.0f} | "
-              f"{row['seconds_per_query']:.2f} |")
+        ceiling = f"{row['ceiling']:.3f}" if "ceiling" in row else ""
+        print(f"| {part} | {row['top1']:.3f} | {row['top5']:.3f} | {row['mAP']:.3f} | {ceiling} | "
+              f"{row['pairs_per_query']:.0f} | {row['seconds_per_query']:.2f} |")
     print(json.dumps({"global": name, "shortlist": shortlist, "recall": recall, "rows": rows,
                       "seconds_per_pair": seconds_per_pair, "fusion": reports}, default=float))
 

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from reid_lightning.retrieval import RetrievalResults
@@ -22,8 +23,11 @@ from reid_lightning.similarity import (
     SingleScore,
     choose_fusion,
     choose_shortlist,
+    fusion_ceiling,
     shortlist_recall,
 )
+from reid_lightning.similarity.fusion import reranked_top1
+from reid_lightning.similarity.shortlist import loss_upper_bound
 
 SHORTLIST = 10
 QUERIES = 300
@@ -295,6 +299,40 @@ def test_rules_round_trip_through_json():
         FusionRule.from_dict({"type": "Boosted"})
 
 
+def test_fusion_ceiling_by_hand():
+    nan = float("nan")
+    # two score types; columns in global order; the matching pair is marked by hits
+    scores = {"a": torch.tensor([[0.8, 0.95, 0.9],    # hit (0.9, 5) vs (0.8, 6), (0.95, 1): neither dominates it
+                                 [0.6, 0.5, 0.1],     # hit (0.5, 3) vs (0.6, 4): beaten on both
+                                 [0.5, 0.5, 0.1],     # hit first, an identical pair after it: ties keep the hit
+                                 [0.5, 0.5, nan]]),   # an identical pair before the hit wins the tie; empty slot
+              "b": torch.tensor([[6.0, 1.0, 5.0],
+                                 [4.0, 3.0, 1.0],
+                                 [3.0, 3.0, 1.0],
+                                 [3.0, 3.0, nan]])}
+    hits = torch.tensor([[False, False, True], [False, True, False], [True, False, False], [False, True, False]])
+    assert fusion_ceiling(scores, hits) == 2 / 4
+    assert fusion_ceiling({"a": scores["a"]}, hits) == 1 / 4  # "a" alone: beaten by 0.95 and 0.6; ties as above
+    assert fusion_ceiling({"a": scores["a"]}, hits, chunk=1) == fusion_ceiling({"a": scores["a"]}, hits)
+
+
+def test_no_weighted_sum_of_the_scores_beats_the_fusion_ceiling():
+    generator = torch.Generator().manual_seed(0)
+    hits = torch.rand(200, 8, generator=generator) < 0.2
+    scores = {"global": torch.rand(200, 8, generator=generator) + 0.3 * hits,
+              "local": torch.rand(200, 8, generator=generator) + 0.3 * hits}
+    ceiling = fusion_ceiling(scores, hits)
+    best_per_query = torch.zeros(200, dtype=torch.bool)
+    for weight in torch.linspace(0, 1, 41):
+        fused = weight * scores["global"] + (1 - weight) * scores["local"]
+        top1 = reranked_top1(fused, hits)
+        assert top1.float().mean().item() <= ceiling
+        best_per_query |= top1
+    # each query's best weight reaches the bound whenever the query's undominated hit is on the convex hull
+    assert best_per_query.float().mean().item() <= ceiling
+    assert best_per_query.float().mean().item() >= ceiling - 0.05
+
+
 # ---------------------------------------------------------------------------------------- shortlist helpers
 
 
@@ -321,14 +359,51 @@ def test_shortlist_recall_by_hand():
         shortlist_recall(RetrievalResults.from_scores(scores, gallery_labels=torch.tensor([0, 0, 1, 2, 3])))
 
 
+def first_positive_results(first_positions: list[int], candidates: int) -> RetrievalResults:
+    """Results whose query i has its one positive at position ``first_positions[i]`` (``candidates``: none)."""
+    gallery = candidates + 1  # the last gallery image is never among the candidates
+    scores = -torch.arange(gallery, dtype=torch.float32).expand(len(first_positions), gallery)
+    return RetrievalResults.from_scores(scores, gallery_labels=torch.arange(gallery),
+                                        query_labels=torch.tensor(first_positions), k=candidates)
+
+
 def test_choose_shortlist_by_hand():
-    recalls = {100: 0.92, 1: 0.50, 5: 0.80, 10: 0.88, 20: 0.90, 50: 0.92}
-    assert choose_shortlist(recalls) == 50  # 0.98 * 0.92 = 0.9016: 20 (0.90) falls short
-    assert choose_shortlist(recalls, fraction=0.95) == 10  # 0.874
-    assert choose_shortlist(recalls, fraction=1.0) == 50
-    assert choose_shortlist({5: 0.49, 10: 0.5}) == 5  # exactly 0.98 of 0.5
-    assert choose_shortlist({5: 0.0, 10: 0.0}) == 5
-    with pytest.raises(ValueError, match="empty"):
-        choose_shortlist({})
+    # 100 queries: first positives at 0 (50), 4 (30), 9 (8), 19 (2), 49 (2), none among the 100 candidates (8);
+    # recall 0.50 @1, 0.80 @5, 0.88 @10, 0.90 @20, 0.92 @50 and @100
+    results = first_positive_results([0] * 50 + [4] * 30 + [9] * 8 + [19] * 2 + [49] * 2 + [100] * 8, 100)
+    sizes = (1, 5, 10, 20, 50, 100)
+    assert shortlist_recall(results, sizes=sizes) == {1: 0.5, 5: 0.8, 10: 0.88, 20: 0.9, 50: 0.92, 100: 0.92}
+    # as measured (no confidence): 0.98 * 0.92 = 0.9016, so 20 (0.90, 2 queries lost) falls short, 50 loses none
+    assert choose_shortlist(results, sizes=sizes, confidence=None) == 50
+    assert choose_shortlist(results, sizes=sizes, fraction=0.95, confidence=None) == 10  # 4 lost <= 4.6
+    # with 95 % confidence: losing 0 of 100 queries bounds the loss by 1 - 0.05 ** (1 / 100) = 0.0295 > 0.0184,
+    # so nothing short of the largest is certified; at fraction 0.95 the budget is 0.046: 50 (0 lost) qualifies
+    assert choose_shortlist(results, sizes=sizes) == 100
+    assert choose_shortlist(results, sizes=sizes, fraction=0.95) == 50
+    # 400 queries, the same recalls: 0 lost of 400 bounds the loss by 0.0075 <= 0.0184 (50 kept); 8 lost of 400
+    # (at 20) by more than the measured 0.02 > 0.0184
+    assert choose_shortlist(first_positive_results(
+        [0] * 200 + [4] * 120 + [9] * 32 + [19] * 8 + [49] * 8 + [100] * 32, 100), sizes=sizes) == 50
+    assert choose_shortlist(first_positive_results([10] * 5, 10)) == 1  # nothing found: the shortest loses nothing
     with pytest.raises(ValueError, match="fraction"):
-        choose_shortlist(recalls, fraction=0.0)
+        choose_shortlist(results, fraction=0.0)
+    with pytest.raises(ValueError, match="confidence"):
+        choose_shortlist(results, confidence=1.0)
+
+
+def test_a_few_validation_queries_certify_no_shorter_shortlist():
+    """32 queries all found in their top 5 of 200: the measured recall would cut the list at 5, but 32 queries
+    bound the loss only by 1 - 0.05 ** (1 / 32) = 8.9 %; 300 such queries certify the cut (1.0 %)."""
+    assert choose_shortlist(first_positive_results([0] * 16 + [4] * 16, 200), confidence=None) == 5
+    assert choose_shortlist(first_positive_results([0] * 16 + [4] * 16, 200)) == 200
+    assert choose_shortlist(first_positive_results([0] * 150 + [4] * 150, 200)) == 5
+
+
+@pytest.mark.parametrize(("lost", "queries"), [(0, 32), (0, 400), (3, 400), (10, 150)])
+def test_loss_upper_bound_is_the_clopper_pearson_bound(lost, queries):
+    # the bound p solves P(Binomial(queries, p) <= lost) = 1 - confidence (its definition)
+    bound = loss_upper_bound(lost, queries, 0.95)
+    assert scipy.stats.binom.cdf(lost, queries, bound) == pytest.approx(0.05, abs=1e-9)
+    if lost == 0:
+        assert bound == pytest.approx(1 - 0.05 ** (1 / queries))
+    assert loss_upper_bound(queries, queries, 0.95) == 1.0

@@ -70,7 +70,8 @@ class LocalFeatureReranking(Callback):
             scorers: local score types (extractor + matcher) to compute for the shortlist pairs.
             shortlist: candidates per query (B) rescored; the rest keep their global order below them (at most
                 the model's ``--model.candidates``). ``auto``: the smallest B whose validation recall (queries with
-                their identity among the top B) reaches 0.98 of the recall at ``--model.candidates``.
+                their identity among the top B) keeps 0.98 of the recall at ``--model.candidates`` with 95 %
+                confidence (``choose_shortlist``: with few validation queries, all the candidates).
             calibration: ``isotonic`` or ``logistic`` calibration of every score type.
             include_global: fuse the calibrated global score with the local ones (WildFusion).
             weights: optional fusion weight per score name (missing names weigh 1).
@@ -171,11 +172,14 @@ class LocalFeatureReranking(Callback):
             k=depth, progress=shows_progress(trainer))
         self.validation_recall = shortlist_recall(results)
         if self.auto_shortlist:
-            self.reranker.shortlist = choose_shortlist(self.validation_recall)
-            largest = max(self.validation_recall)
-            rank_zero_info(f"reranking shortlist {self.reranker.shortlist}: its validation recall "
-                           f"{self.validation_recall[self.reranker.shortlist]:.3f} is within 2 % of the recall at "
-                           f"{largest} candidates ({self.validation_recall[largest]:.3f})")
+            self.reranker.shortlist = choose_shortlist(results)
+            chosen, largest = self.reranker.shortlist, max(self.validation_recall)
+            recall = self.validation_recall
+            rank_zero_info(
+                f"reranking shortlist {chosen}: validation recall {recall[chosen]:.3f} against {recall[largest]:.3f}"
+                f" at all {largest} candidates, under 2 % lost with 95 % confidence" if chosen < largest else
+                f"reranking shortlist {largest}, every candidate: the validation queries certify no shorter list "
+                f"losing under 2 % of their recall ({recall[largest]:.3f}) with 95 % confidence")
         keep = self.reranker.calibration_subset(results.num_queries, max_queries=self.calibration_queries)
         subset = self._widen(trainer, results.select(keep), datasets[0], datasets[-1], query_positions=keep,
                              phase="calibration (validation)")

@@ -9,7 +9,15 @@ from .calibration import (
     reliability_diagram,
 )
 from .cosine import CosineSimilarity
-from .fusion import FusionReport, FusionRule, LogisticFusion, MeanFusion, SingleScore, choose_fusion
+from .fusion import (
+    FusionReport,
+    FusionRule,
+    LogisticFusion,
+    MeanFusion,
+    SingleScore,
+    choose_fusion,
+    fusion_ceiling,
+)
 from .pair_scorer import MatchedPair, PairScorer
 from .pairwise import (
     CollectCounts,
@@ -48,6 +56,7 @@ __all__ = [
     "calibration_pairs",
     "choose_fusion",
     "choose_shortlist",
+    "fusion_ceiling",
     "pair_hits",
     "reliability_diagram",
     "shortlist_recall",

@@ -346,3 +346,33 @@ def choose_fusion(scores: Probabilities, hits: Tensor, rules: Sequence[FusionRul
     ranked = sorted(rules, key=lambda rule: (-counts[rule.name], rule.complexity))  # stable: earlier wins ties
     return FusionReport(chosen=ranked[0].name, folds=used_folds, queries=used_queries,
                         top1={rule.name: counts[rule.name] / used_queries for rule in rules})
+
+
+def fusion_ceiling(scores: Probabilities, hits: Tensor, *, chunk: int = 256) -> float:
+    """The best reranked top-1 that any fusion increasing in every score type could reach on these shortlists.
+
+    A query counts when one of its matching pairs is dominated by no non-matching pair of its shortlist: a
+    non-matching pair at least as high on every score type (NaN: lowest) beats the matching one under any such
+    fusion when it is higher on one type, or ties everywhere and comes first in global order (ties keep it). The
+    bound is per query (each query may pick its own fusion), so no single rule fitted on validation exceeds it.
+
+    Args:
+        scores: ``{name: (Q, B)}`` raw or calibrated pair scores (calibration is monotone: same bound), columns in
+            global rank order; slots no type scored are no candidates.
+        hits: ``(Q, >= B)`` bool, pair of the query's identity.
+    """
+    values = torch.stack([torch.as_tensor(v).double() for v in scores.values()], dim=-1)  # (Q, B, S)
+    slots = values.shape[1]
+    present = ~torch.isnan(values).all(dim=-1)
+    values = values.nan_to_num(nan=float("-inf"))
+    hits = torch.as_tensor(hits)[:, :slots].cpu().bool() & present
+    negatives = ~hits & present
+    earlier = torch.ones(slots, slots, dtype=torch.bool).tril(-1)  # [p, n]: n comes before p in global order
+    reached = 0
+    for start in range(0, len(values), chunk):
+        block = values[start:start + chunk]
+        at_least = (block[:, None, :, :] >= block[:, :, None, :]).all(dim=-1)  # [q, p, n]: n >= p on every type
+        higher = (block[:, None, :, :] > block[:, :, None, :]).any(dim=-1)
+        beaten = at_least & (higher | earlier) & negatives[start:start + chunk, None, :]
+        reached += int((hits[start:start + chunk] & ~beaten.any(dim=-1)).any(dim=-1).sum())
+    return reached / len(values)
