@@ -348,7 +348,7 @@ def choose_fusion(scores: Probabilities, hits: Tensor, rules: Sequence[FusionRul
                         top1={rule.name: counts[rule.name] / used_queries for rule in rules})
 
 
-def fusion_ceiling(scores: Probabilities, hits: Tensor, *, chunk: int = 256) -> float:
+def fusion_ceiling(scores: Probabilities, hits: Tensor, *, chunk: int | None = None) -> float:
     """The best reranked top-1 that any fusion increasing in every score type could reach on these shortlists.
 
     A query counts when one of its matching pairs is dominated by no non-matching pair of its shortlist: a
@@ -360,6 +360,7 @@ def fusion_ceiling(scores: Probabilities, hits: Tensor, *, chunk: int = 256) -> 
         scores: ``{name: (Q, B)}`` raw or calibrated pair scores (calibration is monotone: same bound), columns in
             global rank order; slots no type scored are no candidates.
         hits: ``(Q, >= B)`` bool, pair of the query's identity.
+        chunk: queries compared at once (default: about 2**26 pair comparisons per block).
     """
     values = torch.stack([torch.as_tensor(v).double() for v in scores.values()], dim=-1)  # (Q, B, S)
     slots = values.shape[1]
@@ -368,6 +369,7 @@ def fusion_ceiling(scores: Probabilities, hits: Tensor, *, chunk: int = 256) -> 
     hits = torch.as_tensor(hits)[:, :slots].cpu().bool() & present
     negatives = ~hits & present
     earlier = torch.ones(slots, slots, dtype=torch.bool).tril(-1)  # [p, n]: n comes before p in global order
+    chunk = chunk or max(1, 2**26 // (slots * slots * values.shape[-1] or 1))
     reached = 0
     for start in range(0, len(values), chunk):
         block = values[start:start + chunk]
