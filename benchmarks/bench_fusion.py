@@ -11,9 +11,10 @@ by local matching against one image of every identity (``IdentityWidening``).
         --out /tmp/f
 
 The split is the fine-tuning benchmark's (closed, test 0.3, validation 0.1, seed 0): test queries against the
-training images. Local only = the match counts of one matcher on ALIKED keypoints (256 at 256 px): ``lightglue``
-(adaptive on CPU, confidence > 0.5, as ``configs/rerank/aliked_lightglue.yaml``) or ``mnn`` (mutual nearest
-neighbours, Lowe's ratio 0.8, as ``configs/rerank/aliked_mnn.yaml``), ranking the whole gallery, or the global
+training images. Local only = the match counts of one matcher on ALIKED (or, ``--extractor disk``, DISK) keypoints
+(256 at 256 px): ``lightglue`` (adaptive on CPU, confidence > 0.5, as ``configs/rerank/aliked_lightglue.yaml``) or
+``mnn`` (mutual nearest neighbours, Lowe's ratio 0.8, as ``configs/rerank/aliked_mnn.yaml`` and
+``configs/rerank/disk_mnn.yaml``), ranking the whole gallery, or the global
 top-``local_shortlist`` when given (stated); ties keep the global order. Fused = the global score and every matcher's
 count calibrated and fused by the rule chosen out of fold on the validation shortlists, over the top-``shortlist``
 (``auto``: by validation recall up to ``candidates``). Features and pair scores are cached in a fresh folder under
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 
 from reid_lightning.data import ReIDDataModule
-from reid_lightning.features import AlikedExtractor
+from reid_lightning.features import AlikedExtractor, DiskExtractor
 from reid_lightning.models import ReIDModule
 from reid_lightning.retrieval import RetrievalResults
 from reid_lightning.similarity import (
@@ -50,17 +51,18 @@ from reid_lightning.similarity.pairwise import CollectCounts, MatchDescriptors, 
 MATCHERS = ("lightglue", "mnn")
 
 
-def scorer(matcher: str, cache_dir: Path) -> PairScorer:
-    """ALIKED (256 keypoints at 256 px) matched by LightGlue (as ``configs/rerank/aliked_lightglue.yaml``) or by
-    mutual nearest neighbours with Lowe's ratio 0.8 (as ``configs/rerank/aliked_mnn.yaml``); both share the
-    extracted features."""
+def scorer(matcher: str, cache_dir: Path, extractor: str = "aliked") -> PairScorer:
+    """ALIKED or DISK (256 keypoints at 256 px) matched by LightGlue (as ``configs/rerank/aliked_lightglue.yaml``)
+    or by mutual nearest neighbours with Lowe's ratio 0.8 (as ``configs/rerank/aliked_mnn.yaml``); both matchers
+    share the extracted features."""
     if matcher == "lightglue":
-        match = MatchLightGlue(features="aliked", depth_confidence=0.9, width_confidence=0.95,
+        match = MatchLightGlue(features=extractor, depth_confidence=0.9, width_confidence=0.95,
                                collector=CollectCounts(thresholds=[0.5]))
     else:
         match = MatchDescriptors(ratio_threshold=0.8, collector=CollectCounts(thresholds=[0.0]))
-    return PairScorer(matcher=match, extractor=AlikedExtractor(max_num_keypoints=256), image_size=256,
-                      cache_dir=cache_dir, name=f"aliked_{matcher}")
+    keypoints = (AlikedExtractor if extractor == "aliked" else DiskExtractor)(max_num_keypoints=256)
+    return PairScorer(matcher=match, extractor=keypoints, image_size=256, cache_dir=cache_dir,
+                      name=f"{extractor}_{matcher}")
 
 
 def pairs_per_query(results: RetrievalResults, shortlist: int, extra: torch.Tensor | None = None) -> float:
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("--widen_keep", type=int, default=None,
                         help="also fuse over a shortlist widened by local matching: the global top-N kept")
     parser.add_argument("--widen_shortlist", type=int, default=20, help="the widened shortlist's size B")
+    parser.add_argument("--extractor", choices=("aliked", "disk"), default="aliked", help="local keypoints")
     parser.add_argument("--matchers", nargs="+", choices=MATCHERS, default=["lightglue"],
                         help="local scorers: each alone (local only), and all of them fused with the global score")
     parser.add_argument("--warm_cache", action="store_true",
@@ -137,19 +140,19 @@ def main() -> None:
     # one cold local-only pass per matcher, in the order given: the first also extracts every image's features
     seconds_per_pair = {}
     for matcher in args.matchers:
-        local = PairwiseReranker([scorer(matcher, cache)], shortlist=args.local_shortlist or whole,
-                                 include_global=False)
+        local = PairwiseReranker([scorer(matcher, cache, args.extractor)],
+                                 shortlist=args.local_shortlist or whole, include_global=False)
         start = time.perf_counter()
         counts = local.pair_scores(test, test_dataset, gallery_dataset, query_positions=test_positions)
         local_pairs = pairs_per_query(test, local.shortlist)
         seconds_per_pair[matcher] = (time.perf_counter() - start) / (local_pairs * test.num_queries)
-        rows[f"local only, {matcher} (top-{local.shortlist})"] = dict(
+        rows[f"local only, {args.extractor} {matcher} (top-{local.shortlist})"] = dict(
             test.rerank(next(iter(counts.values()))).metrics(top_k=(1, 5)), pairs_per_query=local_pairs,
             seconds_per_query=local_pairs * seconds_per_pair[matcher])
     every_pair = sum(seconds_per_pair.values())  # a fused pair is matched by every matcher
 
-    fused = PairwiseReranker([scorer(m, cache) for m in args.matchers], shortlist=shortlist, include_global=True,
-                             fusion="auto")
+    fused = PairwiseReranker([scorer(m, cache, args.extractor) for m in args.matchers], shortlist=shortlist,
+                             include_global=True, fusion="auto")
     fused.fit(validation.head(args.candidates), val_dataset, gallery_dataset, max_queries=args.calibration_queries)
     scores = fused.pair_scores(test, test_dataset, gallery_dataset, query_positions=test_positions)
     reranked = fused.rerank(test, fused.calibrate(scores))
@@ -163,8 +166,9 @@ def main() -> None:
 
     if args.widen_keep is not None:
         widening = IdentityWidening(keep=args.widen_keep)
-        widened = PairwiseReranker([scorer(m, cache) for m in args.matchers], shortlist=args.widen_shortlist,
-                                   include_global=True, fusion="auto", widening=widening)
+        widened = PairwiseReranker([scorer(m, cache, args.extractor) for m in args.matchers],
+                                   shortlist=args.widen_shortlist, include_global=True, fusion="auto",
+                                   widening=widening)
         widened.fit(validation, val_dataset, gallery_dataset, max_queries=args.calibration_queries)
         chosen = widened.widened_shortlist(test, test_dataset, gallery_dataset, query_positions=test_positions)
         test_widened = test.promote(chosen)

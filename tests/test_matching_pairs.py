@@ -331,9 +331,10 @@ def test_pretrained_lightglue_matches_same_pattern_pairs(scenes, extractor_class
 
 
 @needs_shipped
-def test_aliked_keypoints_matched_by_mutual_nearest_neighbours_find_the_same_pattern(scenes):
-    # configs/rerank/aliked_mnn.yaml: ALIKED descriptors, no matcher network, Lowe's ratio 0.8
-    extractor = AlikedExtractor(max_num_keypoints=128, device="cpu", progress=False)
+@pytest.mark.parametrize("extractor_class", [AlikedExtractor, DiskExtractor])
+def test_keypoints_matched_by_mutual_nearest_neighbours_find_the_same_pattern(scenes, extractor_class):
+    # configs/rerank/aliked_mnn.yaml and disk_mnn.yaml: descriptors, no matcher network, Lowe's ratio 0.8
+    extractor = extractor_class(max_num_keypoints=128, device="cpu", progress=False)
     matcher = MatchDescriptors(ratio_threshold=0.8, collector=CollectCounts(thresholds=[0.0]), progress=False)
     counts = matcher(extractor(scenes[0]), extractor(scenes[1]))
     same = counts.diagonal()
