@@ -171,15 +171,16 @@ def main() -> None:
                                    widening=widening)
         widened.fit(validation, val_dataset, gallery_dataset, max_queries=args.calibration_queries)
         chosen = widened.widened_shortlist(test, test_dataset, gallery_dataset, query_positions=test_positions)
+        representatives = widening.representatives(test)
         test_widened = test.promote(chosen)
         scores = widened.pair_scores(test_widened, test_dataset, gallery_dataset, query_positions=test_positions)
         reranked = widened.rerank(test_widened, widened.calibrate(scores))
         rows[f"fused, {widened.fusion_report.chosen}, widened (global top-{args.widen_keep} + identities by local "
              f"matching, top-{args.widen_shortlist})"] = dict(
             reranked.metrics(top_k=(1, 5)), ceiling=fusion_ceiling(scores, test_widened.hits),
-            pairs_per_query=pairs_per_query(test, 0, widening.representatives(test) | chosen),
+            pairs_per_query=pairs_per_query(test, 0, representatives | chosen),
             # the representatives are matched by the first matcher, the widened shortlist by every matcher
-            seconds_per_query=pairs_per_query(test, 0, widening.representatives(test)) * seconds_per_pair[
+            seconds_per_query=pairs_per_query(test, 0, representatives) * seconds_per_pair[
                 args.matchers[0]] + pairs_per_query(test, 0, chosen) * every_pair)
         widened.save(out / "calibration-widened")
         reports["widened"] = widened.fusion_report.to_dict()

@@ -362,7 +362,7 @@ def fusion_ceiling(scores: Probabilities, hits: Tensor, *, chunk: int | None = N
         hits: ``(Q, >= B)`` bool, pair of the query's identity.
         chunk: queries compared at once (default: about 2**26 pair comparisons per block).
     """
-    values = torch.stack([torch.as_tensor(v).double() for v in scores.values()], dim=-1)  # (Q, B, S)
+    values = torch.stack([torch.as_tensor(v).double().cpu() for v in scores.values()], dim=-1)  # (Q, B, S)
     slots = values.shape[1]
     present = ~torch.isnan(values).all(dim=-1)
     values = values.nan_to_num(nan=float("-inf"))
