@@ -9,19 +9,22 @@ by local matching against one image of every identity (``IdentityWidening``).
     python benchmarks/bench_fusion.py --root ../shared/data/dogfaces --ckpt_path CKPT --image_size 112 \\
         --matchers mnn lightglue --candidates 20 --local_shortlist 20 --max_queries 150 --calibration_queries 150 \\
         --out /tmp/f
+    python benchmarks/bench_fusion.py --root ../shared/data/dogfaces --ckpt_path CKPT --image_size 112 \\
+        --extractor aliked disk --matchers mnn --candidates 50 --local_shortlist 50 --out /tmp/f
 
 The split is the fine-tuning benchmark's (closed, test 0.3, validation 0.1, seed 0): test queries against the
-training images. Local only = the match counts of one matcher on ALIKED (or, ``--extractor disk``, DISK) keypoints
+training images. Local only = the match counts of one matcher on ALIKED and/or DISK (``--extractor``) keypoints
 (256 at 256 px): ``lightglue`` (adaptive on CPU, confidence > 0.5, as ``configs/rerank/aliked_lightglue.yaml``) or
 ``mnn`` (mutual nearest neighbours, Lowe's ratio 0.8, as ``configs/rerank/aliked_mnn.yaml`` and
-``configs/rerank/disk_mnn.yaml``), ranking the whole gallery, or the global
-top-``local_shortlist`` when given (stated); ties keep the global order. Fused = the global score and every matcher's
-count calibrated and fused by the rule chosen out of fold on the validation shortlists, over the top-``shortlist``
-(``auto``: by validation recall up to ``candidates``). Features and pair scores are cached in a fresh folder under
-``--out`` (kept with ``--warm_cache``), so the local-only passes run cold, the first one extracting the features, and
+``configs/rerank/disk_mnn.yaml``), ranking the whole gallery, or the global top-``local_shortlist`` when given
+(stated); ties keep the global order. Fused = the global score and the count of every extractor x matcher, calibrated
+and fused by the rule chosen out of fold on the validation shortlists, over the top-``shortlist`` (``auto``: by
+validation recall up to ``candidates``). Features and pair scores are cached in a fresh folder under ``--out`` (kept
+with ``--warm_cache``), so the local-only passes run cold, the first of each extractor extracting its features, and
 the other parts reuse their matching: the cost of each part is stated as the distinct test pairs it matches per query
 times the seconds per pair of the cold local-only passes. A fused row's ceiling is the best top-1 any fusion increasing
-in every score could reach on its shortlists (``fusion_ceiling``). Prints a Markdown table and one JSON line.
+in every score could reach on its shortlists (``fusion_ceiling``); every candidate rule's test top-1 is printed
+beside the validation figures that chose one, for reference. Prints a Markdown table and one JSON line.
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ def main() -> None:
     parser.add_argument("--widen_keep", type=int, default=None,
                         help="also fuse over a shortlist widened by local matching: the global top-N kept")
     parser.add_argument("--widen_shortlist", type=int, default=20, help="the widened shortlist's size B")
-    parser.add_argument("--extractor", choices=("aliked", "disk"), default="aliked", help="local keypoints")
+    parser.add_argument("--extractor", nargs="+", choices=("aliked", "disk"), default=["aliked"],
+                        help="local keypoints: every extractor is matched by every matcher")
     parser.add_argument("--matchers", nargs="+", choices=MATCHERS, default=["lightglue"],
                         help="local scorers: each alone (local only), and all of them fused with the global score")
     parser.add_argument("--warm_cache", action="store_true",
@@ -137,37 +141,45 @@ def main() -> None:
         args.shortlist)
     rows = {"global only": dict(test.metrics(top_k=(1, 5)), pairs_per_query=0.0, seconds_per_query=0.0)}
 
-    # one cold local-only pass per matcher, in the order given: the first also extracts every image's features
+    def scorers() -> list[PairScorer]:
+        return [scorer(m, cache, e) for e in args.extractor for m in args.matchers]
+
+    # one cold local-only pass per scorer, in the order given: the first of each extractor extracts its features
     seconds_per_pair = {}
-    for matcher in args.matchers:
-        local = PairwiseReranker([scorer(matcher, cache, args.extractor)],
-                                 shortlist=args.local_shortlist or whole, include_global=False)
+    for local_scorer in scorers():
+        local = PairwiseReranker([local_scorer], shortlist=args.local_shortlist or whole, include_global=False)
         start = time.perf_counter()
         counts = local.pair_scores(test, test_dataset, gallery_dataset, query_positions=test_positions)
         local_pairs = pairs_per_query(test, local.shortlist)
-        seconds_per_pair[matcher] = (time.perf_counter() - start) / (local_pairs * test.num_queries)
-        rows[f"local only, {args.extractor} {matcher} (top-{local.shortlist})"] = dict(
+        seconds_per_pair[local_scorer.name] = (time.perf_counter() - start) / (local_pairs * test.num_queries)
+        rows[f"local only, {local_scorer.name} (top-{local.shortlist})"] = dict(
             test.rerank(next(iter(counts.values()))).metrics(top_k=(1, 5)), pairs_per_query=local_pairs,
-            seconds_per_query=local_pairs * seconds_per_pair[matcher])
-    every_pair = sum(seconds_per_pair.values())  # a fused pair is matched by every matcher
+            seconds_per_query=local_pairs * seconds_per_pair[local_scorer.name])
+    every_pair = sum(seconds_per_pair.values())  # a fused pair is matched by every scorer
 
-    fused = PairwiseReranker([scorer(m, cache, args.extractor) for m in args.matchers], shortlist=shortlist,
-                             include_global=True, fusion="auto")
-    fused.fit(validation.head(args.candidates), val_dataset, gallery_dataset, max_queries=args.calibration_queries)
+    fused = PairwiseReranker(scorers(), shortlist=shortlist, include_global=True, fusion="auto")
+    fitted_on, val_scores = fused.fit_scores(validation.head(args.candidates), val_dataset, gallery_dataset,
+                                             max_queries=args.calibration_queries)
+    fused.fit_calibrators(val_scores, hits=fitted_on.hits)
     scores = fused.pair_scores(test, test_dataset, gallery_dataset, query_positions=test_positions)
     reranked = fused.rerank(test, fused.calibrate(scores))
+    # for reference only (the choice is made on validation): every candidate rule fitted on the same pairs, on test
+    every_rule = {}
+    for rule in fused.fusion_report.top1:
+        fixed = PairwiseReranker(scorers(), shortlist=shortlist, include_global=True, fusion=rule)
+        fixed.fit_calibrators(val_scores, hits=fitted_on.hits)
+        every_rule[rule] = float(fixed.rerank(test, fixed.calibrate(scores)).metrics(top_k=(1,))["top1"])
     fused_pairs = pairs_per_query(test, shortlist)
     rows[f"fused, {fused.fusion_report.chosen} (top-{shortlist})"] = dict(
         reranked.metrics(top_k=(1, 5)), pairs_per_query=fused_pairs, seconds_per_query=fused_pairs * every_pair,
         ceiling=fusion_ceiling(scores, test.hits))
     out.mkdir(parents=True, exist_ok=True)
     fused.save(out / "calibration")
-    reports = {"fused": fused.fusion_report.to_dict()}
+    reports = {"fused": dict(fused.fusion_report.to_dict(), test_top1=every_rule)}
 
     if args.widen_keep is not None:
         widening = IdentityWidening(keep=args.widen_keep)
-        widened = PairwiseReranker([scorer(m, cache, args.extractor) for m in args.matchers],
-                                   shortlist=args.widen_shortlist, include_global=True, fusion="auto",
+        widened = PairwiseReranker(scorers(), shortlist=args.widen_shortlist, include_global=True, fusion="auto",
                                    widening=widening)
         widened.fit(validation, val_dataset, gallery_dataset, max_queries=args.calibration_queries)
         chosen = widened.widened_shortlist(test, test_dataset, gallery_dataset, query_positions=test_positions)
@@ -179,17 +191,18 @@ def main() -> None:
              f"matching, top-{args.widen_shortlist})"] = dict(
             reranked.metrics(top_k=(1, 5)), ceiling=fusion_ceiling(scores, test_widened.hits),
             pairs_per_query=pairs_per_query(test, 0, representatives | chosen),
-            # the representatives are matched by the first matcher, the widened shortlist by every matcher
-            seconds_per_query=pairs_per_query(test, 0, representatives) * seconds_per_pair[
-                args.matchers[0]] + pairs_per_query(test, 0, chosen) * every_pair)
+            # the representatives are matched by the first scorer, the widened shortlist by every scorer
+            seconds_per_query=pairs_per_query(test, 0, representatives) * next(iter(seconds_per_pair.values()))
+            + pairs_per_query(test, 0, chosen) * every_pair)
         widened.save(out / "calibration-widened")
         reports["widened"] = widened.fusion_report.to_dict()
 
     print(f"\n{args.root}: global model {name}, {args.image_size} px; {test.num_queries} test queries x "
           f"{whole} gallery images; validation recall@B {json.dumps(recall)}; fusion chosen out of fold on "
-          f"{min(validation.num_queries, args.calibration_queries or validation.num_queries)} validation queries: "
-          f"{json.dumps(reports)}; seconds per pair of each local-only pass (the first one extracts the features"
-          f"{', warm cache: cached work excluded' if args.warm_cache else ''}): {json.dumps(seconds_per_pair)}")
+          f"{min(validation.num_queries, args.calibration_queries or validation.num_queries)} validation queries "
+          f"(test_top1: every rule's test top-1, for reference): {json.dumps(reports)}; seconds per pair of each "
+          f"local-only pass (the first of each extractor extracts its features{', warm cache: cached work excluded' if args.warm_cache else ''}): "
+          f"{json.dumps(seconds_per_pair)}")
     print("| part | top-1 | top-5 | mAP | fusion ceiling | pairs / query | s / query |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for part, row in rows.items():
