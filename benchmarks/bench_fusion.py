@@ -49,6 +49,7 @@ from reid_lightning.similarity import (
     fusion_ceiling,
     shortlist_recall,
 )
+from reid_lightning.similarity.fusion import candidate_rules, reranked_top1
 from reid_lightning.similarity.pairwise import CollectCounts, MatchDescriptors, MatchLightGlue
 
 MATCHERS = ("lightglue", "mnn")
@@ -162,13 +163,14 @@ def main() -> None:
                                              max_queries=args.calibration_queries)
     fused.fit_calibrators(val_scores, hits=fitted_on.hits)
     scores = fused.pair_scores(test, test_dataset, gallery_dataset, query_positions=test_positions)
-    reranked = fused.rerank(test, fused.calibrate(scores))
+    test_probabilities = fused.calibrate(scores)
+    reranked = fused.rerank(test, test_probabilities)
     # for reference only (the choice is made on validation): every candidate rule fitted on the same pairs, on test
-    every_rule = {}
-    for rule in fused.fusion_report.top1:
-        fixed = PairwiseReranker(scorers(), shortlist=shortlist, include_global=True, fusion=rule)
-        fixed.fit_calibrators(val_scores, hits=fitted_on.hits)
-        every_rule[rule] = float(fixed.rerank(test, fixed.calibrate(scores)).metrics(top_k=(1,))["top1"])
+    val_probabilities = fused.calibrate(val_scores)
+    val_hits = fitted_on.hits[:, : next(iter(val_scores.values())).shape[1]].cpu()
+    every_rule = {rule.name: float(reranked_top1(rule.fit(val_probabilities, val_hits)(test_probabilities),
+                                                 test.hits).float().mean())  # as metrics(): over every query
+                  for rule in candidate_rules(list(val_scores), fused.weights)}
     fused_pairs = pairs_per_query(test, shortlist)
     rows[f"fused, {fused.fusion_report.chosen} (top-{shortlist})"] = dict(
         reranked.metrics(top_k=(1, 5)), pairs_per_query=fused_pairs, seconds_per_query=fused_pairs * every_pair,
