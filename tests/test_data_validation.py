@@ -14,8 +14,8 @@ from PIL import Image
 
 from reid_lightning.data import ReIDDataModule, load_metadata
 from reid_lightning.data import validation as validation_module
-from reid_lightning.data.images import load_rgb
 from reid_lightning.data.validation import check_images
+from reid_lightning.runtime.images import load_rgb
 
 IDENTITIES = ["a", "b", "c"]
 

@@ -10,10 +10,16 @@ from scipy.spatial.distance import squareform
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
 from reid_lightning.inference import discovery as discovery_module
-from reid_lightning.inference.dendrogram import LINKAGES, ami_per_cut, build_dendrogram, number_by_size
+from reid_lightning.inference.dendrogram import ami_per_cut
 from reid_lightning.inference.discovery import choose_discovery_threshold, discover
-from reid_lightning.inference.similarity_graph import SimilarityGraph, similarity_graph
 from reid_lightning.report.contact_sheet import contact_sheet
+from reid_lightning.runtime.grouping import (
+    LINKAGES,
+    SimilarityGraph,
+    build_dendrogram,
+    number_by_size,
+    similarity_graph,
+)
 
 # A hand-made graph of 5 photos on a probability scale (a missing pair counts as 0):
 #   0-1: 0.9   1-2: 0.8   0-2: 0.4   2-3: 0.3   3-4: 0.7

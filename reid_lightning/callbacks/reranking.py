@@ -18,11 +18,11 @@ from ..distributed import gather_in_order
 from ..inference.discovery import Discovery, choose_discovery_threshold, discover
 from ..inference.open_set import OpenSetModel, decision_inputs, fit_open_set, open_set_log_values
 from ..inference.predictions import RankedAnswers
-from ..inference.similarity_graph import SimilarityGraph
 from ..interrupt import interruptible, shows_progress
 from ..metrics.discovery import discovery_metrics
 from ..retrieval import RetrievalResults
 from ..rundir import run_log_dir
+from ..runtime.grouping import SimilarityGraph
 from ..similarity import IdentityWidening, PairScorer, PairwiseReranker, choose_shortlist, shortlist_recall
 
 FUSED_SCORE = "fused calibrated probability"

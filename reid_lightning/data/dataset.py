@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .images import crop_to_box, load_rgb
+from ..runtime.images import crop_to_box, load_rgb
 from .labels import encode_identities
 from .metadata import parse_bbox
 

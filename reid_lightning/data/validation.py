@@ -16,11 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 from tqdm.auto import tqdm
 
+from ..runtime.images import FileCheck, check_image_file, clip_box
 from .dataset import resolve_img_load
-from .images import clip_box, displayed_size
 from .metadata import _row_ref, _row_refs, parse_bbox
 
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -28,7 +27,6 @@ CACHE_ENV_VAR = "REID_LIGHTNING_CACHE"
 CACHE_VERSION = 1
 BAD_ROW_COLUMNS = ("row", "line", "path", "reason")
 
-FileCheck = tuple[int, int, int, int, str | None]  # size, mtime_ns, width, height, problem
 
 
 def cache_dir() -> Path:
@@ -37,28 +35,6 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV_VAR])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "reid_lightning"
-
-
-def check_image_file(path: str) -> FileCheck:
-    """Check one file: ``(size, mtime_ns, width, height, problem)``, ``problem`` ``None`` for a usable image.
-
-    Width and height are those of the image as displayed (after its EXIF orientation).
-    """
-    try:
-        stat = os.stat(path)
-    except OSError as error:
-        return 0, 0, 0, 0, f"file not found or unreadable ({error.strerror})"
-    if stat.st_size == 0:
-        return stat.st_size, stat.st_mtime_ns, 0, 0, "empty file (0 bytes)"
-    try:
-        with Image.open(path) as image:
-            image.verify()  # checksums and structure, without decoding
-        with Image.open(path) as image:
-            width, height = displayed_size(image)
-            image.load()  # a full decode finds truncated files
-    except Exception as error:  # noqa: BLE001 - Pillow raises many types for broken files; each is a bad row
-        return stat.st_size, stat.st_mtime_ns, 0, 0, f"cannot be decoded ({type(error).__name__}: {error})"
-    return stat.st_size, stat.st_mtime_ns, width, height, None
 
 
 class _CheckCache:

@@ -2,7 +2,7 @@
 decision ("known individual X, or a new one?"), ``predictions.csv`` and the grouping of new photos into proposed
 individuals."""
 
-from reid_lightning.inference.dendrogram import Dendrogram, ami_per_cut, build_dendrogram, number_by_size
+from reid_lightning.inference.dendrogram import ami_per_cut
 from reid_lightning.inference.discovery import Discovery, choose_discovery_threshold, discover
 from reid_lightning.inference.knn import KnnClassifier
 from reid_lightning.inference.open_set import (
@@ -19,8 +19,15 @@ from reid_lightning.inference.open_set import (
     open_set_predict,
 )
 from reid_lightning.inference.predictions import RankedAnswers, prediction_frame
-from reid_lightning.inference.similarity_graph import SimilarityGraph, cosine_of_pairs, similarity_graph
 from reid_lightning.inference.topk import TopkClassifier
+from reid_lightning.runtime.grouping import (
+    Dendrogram,
+    SimilarityGraph,
+    build_dendrogram,
+    cosine_of_pairs,
+    number_by_size,
+    similarity_graph,
+)
 
 __all__ = ["NEW_INDIVIDUAL", "Dendrogram", "Discovery", "KnnClassifier", "OpenSetDecision", "OpenSetModel",
            "QueryDiscovery", "RankedAnswers", "SimilarityGraph", "TopkClassifier", "ami_per_cut", "build_dendrogram",

@@ -18,51 +18,20 @@ The threshold is chosen on labelled photos (validation identities treated as unk
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .dendrogram import ami_per_cut, build_dendrogram
-from .similarity_graph import ArrayLike, SimilarityGraph, as_graph, as_numpy
+from ..runtime.grouping import (
+    ArrayLike,
+    Discovery,
+    SimilarityGraph,
+    as_graph,
+    as_numpy,
+    build_dendrogram,
+    discover,
+)
+from .dendrogram import ami_per_cut
 
-
-@dataclass(frozen=True, eq=False)
-class Discovery:
-    """Proposed individuals among N photos.
-
-    Attributes:
-        groups: ``(N,)`` int64 group ids ``0..G-1``, largest group first (ties by first photo).
-        threshold: the similarity cut.
-    """
-
-    groups: np.ndarray
-    threshold: float
-
-    @property
-    def num_groups(self) -> int:
-        return int(self.groups.max()) + 1 if len(self.groups) else 0
-
-    @property
-    def sizes(self) -> np.ndarray:
-        """``(G,)`` photos per group, non-increasing."""
-        return np.bincount(self.groups, minlength=self.num_groups)
-
-
-def discover(graph_or_embeddings: SimilarityGraph | ArrayLike, *, threshold: float, k: int | None = None,
-             missing_score: float | None = None, linkage: str = "average") -> Discovery:
-    """Group photos into proposed individuals: agglomerative clustering (average linkage by default) of their
-    similarity graph, merging while the best linkage is ``>= threshold``.
-
-    Args:
-        graph_or_embeddings: a :class:`SimilarityGraph`, or ``(N, D)`` embeddings to build one with
-            :func:`similarity_graph` (``k``, default :data:`DEFAULT_K`; ``missing_score``, default -1).
-        threshold: the lowest linkage similarity at which two groups are joined (e.g. from
-            :func:`choose_discovery_threshold` on validation photos).
-        linkage: ``average`` (documented default), ``single`` or ``complete``.
-    """
-    graph = as_graph(graph_or_embeddings, k=k, missing_score=missing_score)
-    dendrogram = build_dendrogram(graph, linkage=linkage, stop_below=threshold)
-    return Discovery(groups=dendrogram.groups_after(dendrogram.num_merges), threshold=float(threshold))
+__all__ = ["Discovery", "choose_discovery_threshold", "discover"]
 
 
 def choose_discovery_threshold(graph_or_embeddings: SimilarityGraph | ArrayLike, *, true_labels: ArrayLike,

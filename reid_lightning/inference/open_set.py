@@ -27,11 +27,11 @@ from torch import Tensor
 from ..metrics.discovery import discovery_metrics
 from ..metrics.open_set import open_set_metrics, per_identity_mean
 from ..retrieval import RetrievalResults
+from ..runtime.answers import NEW_INDIVIDUAL, answered_new
+from ..runtime.calibration import answer_confidence
+from ..runtime.grouping import DEFAULT_K, Discovery, group_new_photos
 from ..similarity.calibration import Calibration, IsotonicCalibration, expected_calibration_error
-from .discovery import Discovery, choose_discovery_threshold, discover
-from .similarity_graph import DEFAULT_K
-
-NEW_INDIVIDUAL = "new_individual"
+from .discovery import choose_discovery_threshold
 
 
 def _to_numpy(values: Any) -> np.ndarray:
@@ -197,28 +197,23 @@ class OpenSetModel:
         """Proposed individuals among new photos ``(N, D)`` (None without a discovery cut)."""
         if self.discovery_threshold is None or len(embeddings) == 0:
             return None
-        if len(embeddings) == 1:
-            return Discovery(groups=np.zeros(1, dtype=np.int64), threshold=self.discovery_threshold)
-        return discover(embeddings.detach().float().cpu(), threshold=self.discovery_threshold,
-                        k=min(self.discovery_k, len(embeddings) - 1))
+        return group_new_photos(embeddings, threshold=self.discovery_threshold, k=self.discovery_k)
 
     def is_new(self, scores: Tensor) -> Tensor:
         """(Q,) bool: the answer is ``new_individual`` (score below the threshold, or NaN / no candidate)."""
         if self.threshold is None:
             raise ValueError("no open-set threshold: none could be chosen on validation; pass "
                              "--model.open_set_threshold <score>")
-        return ~(scores.double() >= self.threshold)
+        return torch.from_numpy(answered_new(scores.detach().cpu().double().numpy(), self.threshold))
 
     def confidence(self, scores: Tensor, is_new: Tensor) -> Tensor:
         """(Q,) calibrated probability that each answer is right: P(named individual right | score) for named
         answers, P(new individual | score) for ``new_individual`` answers (NaN without calibration)."""
-        scores = torch.nan_to_num(scores.detach().cpu().double(), nan=-math.inf)
-        if self.named_right is None or self.new_right is None:
-            return torch.full(scores.shape, math.nan, dtype=torch.float64)
-        finite = scores.clamp(min=-1e30)  # calibrators extrapolate flat: -inf behaves as the lowest score
-        named = torch.as_tensor(self.named_right.predict(finite.numpy()), dtype=torch.float64)
-        new = torch.as_tensor(self.new_right.predict((-finite).numpy()), dtype=torch.float64)
-        return torch.where(is_new.cpu(), new, named)
+        calibrated = self.named_right is not None and self.new_right is not None
+        return torch.from_numpy(answer_confidence(
+            scores.detach().cpu().double().numpy(), is_new.cpu().numpy(),
+            named_right=self.named_right.to_dict() if calibrated else None,
+            new_right=self.new_right.to_dict() if calibrated else None))
 
     def summary(self, num_queries: int) -> str:
         """One line for people: the threshold and how it was chosen (or why there is none)."""

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from ..retrieval import RetrievalResults
-from .open_set import NEW_INDIVIDUAL, OpenSetModel
+from ..runtime.answers import PREDICTION_COLUMNS, answer_columns, proposed_identities
+from .open_set import OpenSetModel
 
-PREDICTION_COLUMNS = ("image_id", "path", "identity", "confidence", "score", "is_new", "top5", "gallery_image",
-                      "proposed_identity")
-NEW_PREFIX = "new_"
+__all__ = ["PREDICTION_COLUMNS", "RankedAnswers", "prediction_frame", "proposed_identities"]
 
 
 @dataclass(frozen=True)
@@ -31,23 +27,6 @@ class RankedAnswers:
 
     results: RetrievalResults
     open_set: OpenSetModel
-
-
-def proposed_identities(identities: Sequence[str], *, is_new: np.ndarray, groups: np.ndarray | None) -> list[str]:
-    """``proposed_identity`` of every answer: the known individual for known answers, ``new_001``, ``new_002`` ...
-    (group 0, the largest, is ``new_001``) for photos answered new, ``new_individual`` when they were not grouped.
-
-    Args:
-        identities: (Q,) the answers.
-        is_new: (Q,) bool, the photos answered new.
-        groups: (number of new photos,) group id of each new photo in order, or None.
-    """
-    proposed = [str(name) for name in identities]
-    if groups is None:
-        return proposed
-    for row, group in zip(np.flatnonzero(is_new), np.asarray(groups), strict=True):
-        proposed[row] = f"{NEW_PREFIX}{int(group) + 1:03d}"
-    return proposed
 
 
 def prediction_frame(answers: RankedAnswers, *, image_ids: Sequence[str], paths: Sequence[str],
@@ -72,30 +51,13 @@ def prediction_frame(answers: RankedAnswers, *, image_ids: Sequence[str], paths:
             or len(gallery_paths) != len(results.gallery_labels):
         raise ValueError(f"{len(paths)} paths / {len(image_ids)} ids for {results.num_queries} queries and "
                          f"{len(gallery_paths)} gallery paths for {len(results.gallery_labels)} gallery images")
-    scores = results.candidate_scores.cpu()
-    top1 = scores[:, 0].double()
-    is_new = answers.open_set.is_new(top1)
-    identities = results.candidate_identities
-    valid = results.candidate_valid.cpu()
-    top_lists = []
-    for row in range(results.num_queries):
-        best: dict[str, float | None] = {}
-        for slot in np.flatnonzero(valid[row].numpy()):
-            score = float(scores[row, slot])  # NaN: a reranker could not score the pair; JSON has no NaN
-            best.setdefault(str(identities[row, slot]), None if math.isnan(score) else round(score, 6))
-            if len(best) == top:
-                break
-        top_lists.append(json.dumps([[name, value] for name, value in best.items()]))
-    first = results.candidate_indices.cpu()[:, 0]
-    answered = np.where(is_new.numpy(), NEW_INDIVIDUAL, identities[:, 0])
-    return pd.DataFrame({
-        "image_id": list(image_ids),
-        "path": list(paths),
-        "identity": answered,
-        "confidence": answers.open_set.confidence(top1, is_new).numpy(),
-        "score": top1.numpy(),
-        "is_new": is_new.numpy(),
-        "top5": top_lists,
-        "gallery_image": [gallery_paths[i] if i >= 0 else "" for i in first.tolist()],
-        "proposed_identity": answered,
-    }, columns=list(PREDICTION_COLUMNS))
+    model = answers.open_set
+    is_new = model.is_new(results.candidate_scores[:, 0].cpu()).numpy()
+    calibrated = model.named_right is not None and model.new_right is not None
+    first = results.candidate_indices.cpu()[:, 0].tolist()
+    return pd.DataFrame(answer_columns(
+        image_ids=image_ids, paths=paths, scores=results.candidate_scores.cpu().numpy(),
+        identities=results.candidate_identities, valid=results.candidate_valid.cpu().numpy(),
+        top1_gallery=[gallery_paths[i] if i >= 0 else "" for i in first], is_new=is_new,
+        named_right=model.named_right.to_dict() if calibrated else None,
+        new_right=model.new_right.to_dict() if calibrated else None, top=top), columns=list(PREDICTION_COLUMNS))

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from ..inference.dendrogram import number_by_size
+from ..runtime.grouping import number_by_size
 from .panels import Caption, ReportInputs, ReportSettings, register_panel
 
 PAD = 6

@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from scipy.interpolate import PchipInterpolator
-from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+
+from ..runtime.calibration import isotonic_probability, logistic_probability
 
 
 def _to_numpy(values: Any) -> np.ndarray:
@@ -179,7 +179,7 @@ class LogisticCalibration(Calibration):
         return {"coef": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0])}
 
     def _transform(self, scores: np.ndarray) -> np.ndarray:
-        return expit(self.state["coef"] * scores + self.state["intercept"])
+        return logistic_probability(self.state, scores)
 
 
 class IsotonicCalibration(Calibration):
@@ -189,7 +189,7 @@ class IsotonicCalibration(Calibration):
     training scores sharing one fitted value) by its centre `c_i` (mean raw score of its samples)
     and value `y_i`. For a raw score `x`:
 
-        f(x) = PCHIP through (c_i, y_i), evaluated at clip(x, c_0, c_last)  (monotone, C1)
+        f(x) = PCHIP through (c_i, y_i), evaluated at clip(x, c_0, c_last)  (monotone, C1; monotone_cubic)
         u    = (x - x_min) / (x_max - x_min)       (x_min, x_max: range of the training scores)
         t(x) = 1/2 + arctan(u - 1/2) / pi          (strictly increasing, in (0, 1))
         p(x) = (1 - tie_break) * f(x) + tie_break * t(x)
@@ -210,7 +210,6 @@ class IsotonicCalibration(Calibration):
         if not 0.0 <= tie_break < 1.0:
             raise ValueError(f"tie_break must be in [0, 1), got {tie_break}")
         self.tie_break = tie_break
-        self._curve: PchipInterpolator | None = None
 
     def params(self) -> dict[str, Any]:
         return {"tie_break": self.tie_break}
@@ -228,21 +227,8 @@ class IsotonicCalibration(Calibration):
             "score_max": float(sorted_scores[-1]),
         }
 
-    def _set_state(self, state: dict[str, Any]) -> None:
-        super()._set_state(state)
-        centres = np.asarray(state["centres"])
-        self._curve = PchipInterpolator(centres, state["values"]) if centres.size > 1 else None
-
     def _transform(self, scores: np.ndarray) -> np.ndarray:
-        centres, values = self.state["centres"], self.state["values"]
-        if self._curve is None:
-            plateau = np.full(scores.shape, values[0])
-        else:
-            plateau = np.clip(self._curve(np.clip(scores, centres[0], centres[-1])), 0.0, 1.0)
-        span = (self.state["score_max"] - self.state["score_min"]) or 1.0
-        position = (scores - self.state["score_min"]) / span
-        order_term = 0.5 + np.arctan(position - 0.5) / np.pi
-        return (1.0 - self.tie_break) * plateau + self.tie_break * order_term
+        return isotonic_probability(self.state, scores, self.tie_break)
 
 
 def _as_labels(values: Any, name: str) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""Decoding field photos to 8-bit RGB: EXIF orientation, 16-bit and float images, transparency, bbox crops."""
+"""Decoding field photos to 8-bit RGB: EXIF orientation, 16-bit and float images, transparency, bbox crops; and the
+one check of whether a file is a usable image (Pillow and numpy only)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +81,28 @@ def crop_to_box(image: Image.Image, box: list[float], where: str) -> Image.Image
     if pixels is None:
         raise ValueError(f"{where}: bbox {box} lies outside the {image.width}x{image.height} image")
     return image.crop(pixels)
+
+
+FileCheck = tuple[int, int, int, int, str | None]  # size, mtime_ns, width, height, problem
+
+
+def check_image_file(path: str) -> FileCheck:
+    """Check one file: ``(size, mtime_ns, width, height, problem)``, ``problem`` ``None`` for a usable image.
+
+    Width and height are those of the image as displayed (after its EXIF orientation).
+    """
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        return 0, 0, 0, 0, f"file not found or unreadable ({error.strerror})"
+    if stat.st_size == 0:
+        return stat.st_size, stat.st_mtime_ns, 0, 0, "empty file (0 bytes)"
+    try:
+        with Image.open(path) as image:
+            image.verify()  # checksums and structure, without decoding
+        with Image.open(path) as image:
+            width, height = displayed_size(image)
+            image.load()  # a full decode finds truncated files
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types for broken files; each is a bad row
+        return stat.st_size, stat.st_mtime_ns, 0, 0, f"cannot be decoded ({type(error).__name__}: {error})"
+    return stat.st_size, stat.st_mtime_ns, width, height, None

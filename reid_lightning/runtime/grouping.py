@@ -1,0 +1,409 @@
+"""Grouping photos into proposed individuals, with numpy only: the sparse similarity graph (each photo's top-k
+neighbours by cosine, or caller-given scores such as fused calibrated probabilities of local-feature matches) and
+its agglomerative clustering (average, single or complete linkage).
+
+The training side (:mod:`reid_lightning.inference.discovery`, which also chooses the cut) and the torch-free
+:class:`~reid_lightning.runtime.Identifier` both group with these functions, so a cut chosen on validation means
+the same thing wherever it is applied.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_K = 10
+COSINE_FLOOR = -1.0
+"""The lowest cosine: what a pair without an edge counts as in a cosine graph."""
+LINKAGES = ("average", "single", "complete")
+NEIGHBOUR_SCORES_PER_CHUNK = 1 << 22
+"""Cosine scores held at once while the neighbours are searched (16 MiB of float32)."""
+
+ArrayLike = np.ndarray | Sequence | Any  # numpy arrays, sequences, or tensors (read through .detach().cpu())
+
+
+def as_numpy(values: ArrayLike) -> np.ndarray:
+    """``values`` as a numpy array; a torch tensor (on any device) is copied to the CPU."""
+    if hasattr(values, "detach"):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+# ---------------------------------------------------------------------------------------------------------- graph
+@dataclass(frozen=True, eq=False)
+class SimilarityGraph:
+    """Sparse undirected similarity graph over ``num_nodes`` photos.
+
+    Attributes:
+        pairs: ``(E, 2)`` int64 photo pairs ``i < j``, unique, sorted.
+        scores: ``(E,)`` float64 similarity of each pair (higher = more alike), all ``>= missing_score``.
+        num_nodes: N.
+        missing_score: what a pair without an edge counts as: the lowest possible score.
+        k: neighbours per photo the graph was built from (None: caller-given edges only).
+    """
+
+    pairs: np.ndarray
+    scores: np.ndarray
+    num_nodes: int
+    missing_score: float = COSINE_FLOOR
+    k: int | None = None
+
+    @classmethod
+    def from_edges(cls, pairs: ArrayLike, scores: ArrayLike, *, num_nodes: int,
+                   missing_score: float = COSINE_FLOOR, k: int | None = None) -> SimilarityGraph:
+        """Graph of caller-given edges: ``pairs (E, 2)`` in either order, ``scores (E,)``. A pair given more than
+        once (e.g. (i, j) and (j, i) scored by an asymmetric matcher) gets the mean of its scores; self pairs are
+        dropped. Scores must not be NaN nor below ``missing_score``."""
+        pairs = as_numpy(pairs).astype(np.int64).reshape(-1, 2)
+        scores = as_numpy(scores).astype(np.float64).reshape(-1)
+        if len(pairs) != len(scores):
+            raise ValueError(f"{len(pairs)} pairs but {len(scores)} scores")
+        if len(pairs) and (pairs.min() < 0 or pairs.max() >= num_nodes):
+            raise ValueError(f"pairs must index {num_nodes} photos (0..{num_nodes - 1})")
+        if np.isnan(scores).any():
+            raise ValueError("edge scores contain NaN; leave unscored pairs out instead")
+        # 1e-6: cosines computed in float32 may sit a rounding error below -1
+        if len(scores) and scores.min() < missing_score - 1e-6:
+            raise ValueError(f"edge scores go down to {scores.min():.6g}, below missing_score={missing_score}: "
+                             "a missing pair must count as the lowest score")
+        keep = pairs[:, 0] != pairs[:, 1]
+        low, high = np.minimum(pairs[keep, 0], pairs[keep, 1]), np.maximum(pairs[keep, 0], pairs[keep, 1])
+        keys, inverse = np.unique(low * num_nodes + high, return_inverse=True)
+        total = np.bincount(inverse, weights=scores[keep], minlength=len(keys))
+        count = np.bincount(inverse, minlength=len(keys))
+        unique_pairs = np.stack([keys // num_nodes, keys % num_nodes], axis=1).reshape(-1, 2)
+        return cls(pairs=unique_pairs, scores=np.maximum(total / np.maximum(count, 1), missing_score),
+                   num_nodes=int(num_nodes), missing_score=float(missing_score), k=k)
+
+    @property
+    def num_edges(self) -> int:
+        return len(self.pairs)
+
+    def with_scores(self, pairs: ArrayLike, scores: ArrayLike) -> SimilarityGraph:
+        """The same graph with the scores of ``pairs (E, 2)`` replaced by ``scores (E,)`` (pairs not yet in the
+        graph are added). Fusing is the caller's choice: compute the fused score of a pair (e.g. from
+        :func:`cosine_of_pairs` and a calibrated match probability) and pass it here; keep one score scale."""
+        given = SimilarityGraph.from_edges(pairs, scores, num_nodes=self.num_nodes,
+                                           missing_score=self.missing_score)
+        n = self.num_nodes
+        replaced = np.isin(self.pairs[:, 0] * n + self.pairs[:, 1], given.pairs[:, 0] * n + given.pairs[:, 1])
+        return SimilarityGraph.from_edges(np.concatenate([self.pairs[~replaced], given.pairs]),
+                                          np.concatenate([self.scores[~replaced], given.scores]),
+                                          num_nodes=n, missing_score=self.missing_score, k=self.k)
+
+
+def cosine_of_pairs(embeddings: ArrayLike, pairs: ArrayLike) -> np.ndarray:
+    """``(E,)`` float64 cosine similarity of ``pairs (E, 2)`` of ``embeddings (N, D)`` (one pair at a time, so a
+    pair's score does not depend on its order or on the other photos)."""
+    embeddings = as_numpy(embeddings).astype(np.float64)
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    pairs = as_numpy(pairs).astype(np.int64).reshape(-1, 2)
+    scores = np.zeros(len(pairs), dtype=np.float64)
+    for start in range(0, len(pairs), 65536):  # bounded (chunk, D) copies
+        chunk = pairs[start:start + 65536]
+        scores[start:start + len(chunk)] = np.einsum("ij,ij->i", unit[chunk[:, 0]], unit[chunk[:, 1]])
+    return np.clip(scores, -1.0, 1.0)
+
+
+def nearest_neighbours(embeddings: np.ndarray, k: int, *, chunk_size: int | None = None) -> np.ndarray:
+    """``(N, k)`` int64 the ``k`` most cosine-similar other photos of each of ``embeddings (N, D)``, best first
+    (equal scores by photo order), scored in float32 one chunk of rows at a time (never the ``(N, N)`` matrix)."""
+    n = len(embeddings)
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    rows_per_chunk = chunk_size or max(1, NEIGHBOUR_SCORES_PER_CHUNK // max(n, 1))
+    neighbours = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, rows_per_chunk):
+        stop = min(n, start + rows_per_chunk)
+        scores = unit[start:stop] @ unit.T
+        scores[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # never its own neighbour
+        neighbours[start:stop] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return neighbours
+
+
+def similarity_graph(embeddings: ArrayLike, *, k: int = DEFAULT_K, edge_pairs: ArrayLike | None = None,
+                     edge_scores: ArrayLike | None = None, missing_score: float = COSINE_FLOOR,
+                     chunk_size: int | None = None) -> SimilarityGraph:
+    """Top-``k`` neighbour graph of ``embeddings (N, D)`` by cosine (self excluded), symmetric: an edge links i
+    and j when either is among the other's top ``k``; its score is their cosine (:func:`cosine_of_pairs`).
+
+    The neighbours are searched ``chunk_size`` photos at a time (:func:`nearest_neighbours`). ``edge_pairs (E, 2)``
+    with ``edge_scores (E,)`` replace the cosine of those pairs (or add them), see
+    :meth:`SimilarityGraph.with_scores`; ``missing_score`` is then the lowest score on their scale.
+    """
+    if k < 1:
+        raise ValueError(f"k={k} must be at least 1")
+    if (edge_pairs is None) != (edge_scores is None):
+        raise ValueError("give edge_pairs= and edge_scores= together")
+    embeddings = as_numpy(embeddings)
+    if embeddings.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {tuple(embeddings.shape)}")
+    n = len(embeddings)
+    if n < 2:
+        graph = SimilarityGraph.from_edges(np.zeros((0, 2)), np.zeros(0), num_nodes=n, missing_score=missing_score,
+                                           k=k)
+    else:
+        neighbours = nearest_neighbours(embeddings, min(k, n - 1), chunk_size=chunk_size)
+        rows = np.broadcast_to(np.arange(n)[:, None], neighbours.shape)
+        pairs = np.unique(np.sort(np.stack([rows.ravel(), neighbours.ravel()], axis=1), axis=1), axis=0)
+        graph = SimilarityGraph.from_edges(pairs, cosine_of_pairs(embeddings, pairs), num_nodes=n,
+                                           missing_score=missing_score, k=k)
+    return graph if edge_pairs is None else graph.with_scores(edge_pairs, edge_scores)
+
+
+def as_graph(graph_or_embeddings: SimilarityGraph | ArrayLike, *, k: int | None,
+             missing_score: float | None) -> SimilarityGraph:
+    if isinstance(graph_or_embeddings, SimilarityGraph):
+        if k is not None or missing_score is not None:
+            raise ValueError("k= and missing_score= build a graph from embeddings; this graph has its own")
+        return graph_or_embeddings
+    return similarity_graph(graph_or_embeddings, k=DEFAULT_K if k is None else k,
+                            missing_score=COSINE_FLOOR if missing_score is None else missing_score)
+
+
+# ------------------------------------------------------------------------------------------------------ grouping
+@dataclass(frozen=True, eq=False)
+class Discovery:
+    """Proposed individuals among N photos.
+
+    Attributes:
+        groups: ``(N,)`` int64 group ids ``0..G-1``, largest group first (ties by first photo).
+        threshold: the similarity cut.
+    """
+
+    groups: np.ndarray
+    threshold: float
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.groups.max()) + 1 if len(self.groups) else 0
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """``(G,)`` photos per group, non-increasing."""
+        return np.bincount(self.groups, minlength=self.num_groups)
+
+
+def discover(graph_or_embeddings: SimilarityGraph | ArrayLike, *, threshold: float, k: int | None = None,
+             missing_score: float | None = None, linkage: str = "average") -> Discovery:
+    """Group photos into proposed individuals: agglomerative clustering (average linkage by default) of their
+    similarity graph, merging while the best linkage is ``>= threshold``.
+
+    Args:
+        graph_or_embeddings: a :class:`SimilarityGraph`, or ``(N, D)`` embeddings to build one with
+            :func:`similarity_graph` (``k``, default :data:`DEFAULT_K`; ``missing_score``, default -1).
+        threshold: the lowest linkage similarity at which two groups are joined (e.g. from
+            :func:`~reid_lightning.inference.choose_discovery_threshold` on validation photos).
+        linkage: ``average`` (documented default), ``single`` or ``complete``.
+    """
+    graph = as_graph(graph_or_embeddings, k=k, missing_score=missing_score)
+    dendrogram = build_dendrogram(graph, linkage=linkage, stop_below=threshold)
+    return Discovery(groups=dendrogram.groups_after(dendrogram.num_merges), threshold=float(threshold))
+
+
+def group_new_photos(embeddings: ArrayLike, *, threshold: float, k: int = DEFAULT_K) -> Discovery:
+    """Proposed individuals among new photos ``(N, D)`` at a cosine cut: :func:`discover` on their top-``k``
+    graph (``k`` capped at ``N - 1``); a single photo is its own group."""
+    embeddings = as_numpy(embeddings).astype(np.float32)
+    if len(embeddings) < 2:
+        return Discovery(groups=np.zeros(len(embeddings), dtype=np.int64), threshold=float(threshold))
+    return discover(embeddings, threshold=threshold, k=min(k, len(embeddings) - 1))
+
+
+# ---------------------------------------------------------------------------------------------------- dendrogram
+@dataclass(frozen=True, eq=False)
+class Dendrogram:
+    """The ``N - 1`` merges of agglomerative clustering, most similar first.
+
+    Attributes:
+        num_nodes: N.
+        children: ``(M, 2)`` int64 the two clusters merged, scipy-style: id ``< N`` a photo, ``N + m`` the cluster
+            made by merge ``m``.
+        representatives: ``(M, 2)`` int64 one photo of each of the two clusters.
+        levels: ``(M,)`` float64 linkage similarity of each merge, non-increasing. Clusters with no edge between
+            them are merged last, at ``missing_score``, so the tree is complete.
+        sizes: ``(M,)`` int64 photos in the merged cluster.
+        linkage: ``average``, ``single`` or ``complete``.
+        stop_below: merging stopped before the first merge below this level (-inf: never), so cuts below it are
+            unknown unless all ``N - 1`` merges are there.
+    """
+
+    num_nodes: int
+    children: np.ndarray
+    representatives: np.ndarray
+    levels: np.ndarray
+    sizes: np.ndarray
+    linkage: str = "average"
+    stop_below: float = -math.inf
+
+    @property
+    def num_merges(self) -> int:
+        return len(self.levels)
+
+    @property
+    def complete(self) -> bool:
+        """All ``N - 1`` merges are there: every cut is known."""
+        return self.num_merges == max(self.num_nodes - 1, 0)
+
+    def merges_at(self, threshold: float) -> int:
+        """How many merges a cut at ``threshold`` applies: those whose level is ``>= threshold``."""
+        return int(np.searchsorted(-self.levels, -threshold, side="right"))
+
+    def cut(self, threshold: float) -> np.ndarray:
+        """``(N,)`` group ids after applying every merge at level ``>= threshold``, numbered by size (largest
+        first, ties by first photo)."""
+        if threshold < self.stop_below and not self.complete:
+            raise ValueError(f"this dendrogram stops at {self.stop_below}, above threshold {threshold}; build it with "
+                             "a lower stop_below")
+        return self.groups_after(self.merges_at(threshold))
+
+    def groups_after(self, merges: int) -> np.ndarray:
+        """``(N,)`` group ids after the first ``merges`` merges, numbered by size."""
+        parent = list(range(self.num_nodes))
+
+        def find(a: int) -> int:
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for a, b in self.representatives[:merges].tolist():
+            parent[find(b)] = find(a)
+        return number_by_size([find(a) for a in range(self.num_nodes)])
+
+    def linkage_matrix(self, top: float = 1.0) -> np.ndarray:
+        """The merges as a scipy linkage matrix ``Z (M, 4)`` with distance ``top - level`` (``1 - cosine`` for a
+        cosine graph), for ``scipy.cluster.hierarchy.dendrogram`` and friends."""
+        if self.num_merges and self.levels[0] > top:
+            raise ValueError(f"top={top} is below the highest merge level {self.levels[0]}")
+        return np.column_stack([self.children.astype(np.float64), top - self.levels, self.sizes.astype(np.float64)])
+
+
+def number_by_size(labels: ArrayLike) -> np.ndarray:
+    """``(N,)`` labels renumbered ``0..G-1`` by group size, largest first, ties by the group's first photo."""
+    labels = as_numpy(labels).reshape(-1)
+    if len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, first, inverse, counts = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+    order = np.lexsort((first, -counts))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)]
+def build_dendrogram(graph: SimilarityGraph, *, linkage: str = "average",
+                     stop_below: float = -math.inf) -> Dendrogram:
+    """Agglomerative clustering of a sparse graph: repeatedly merge the two clusters of highest linkage.
+
+    Linkage of clusters A and B, a missing pair counting as ``graph.missing_score``: ``average`` the mean score
+    over the ``|A| |B|`` pairs, ``single`` the highest, ``complete`` the lowest. Merging stops before the first
+    merge below ``stop_below``, which saves the tail when only one cut is wanted.
+
+    Cost: O(E log E) heap operations plus O(E log N) adjacency updates (the smaller adjacency is merged into the
+    larger), E edges.
+    """
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage={linkage!r}; choose one of {list(LINKAGES)}")
+    n, floor = graph.num_nodes, graph.missing_score
+    average = linkage == "average"
+    # average linkage keeps W = sum of (score - floor) over a cluster pair's observed edges: the mean over all
+    # pairs is then floor + W / (|A| |B|), missing pairs adding nothing to W
+    values = graph.scores - floor if average else graph.scores
+    adjacency: list[dict[int, float]] = [{} for _ in range(n)]
+    for (i, j), value in zip(graph.pairs.tolist(), values.tolist()):
+        adjacency[i][j] = value
+        adjacency[j][i] = value
+    size = [1] * n
+    version = [0] * n  # bumped when a cluster absorbs another: its heap entries become stale
+    parent = list(range(n))  # absorbed cluster -> the cluster that absorbed it (the survivor keeps its photo id)
+    node_id = list(range(n))  # scipy id of the cluster a surviving photo id stands for
+
+    def key(a: int, b: int, value: float) -> float:
+        return floor + value / (size[a] * size[b]) if average else value
+
+    def find(a: int) -> int:
+        root = a
+        while parent[root] != root:
+            root = parent[root]
+        while parent[a] != root:
+            parent[a], a = root, parent[a]
+        return root
+
+    # Lazy max-heap. Invariant: every pair of current clusters with an edge has an entry whose value is >= its
+    # linkage (each linkage rule is at most the larger linkage of the merged parts), so the top bounds every
+    # linkage; an up-to-date top entry is the best merge and a stale one is rescored and pushed back.
+    heap = [(-key(i, j, value), i, j, 0, 0) for (i, j), value in zip(graph.pairs.tolist(), values.tolist())]
+    heapq.heapify(heap)
+    children, representatives, levels, sizes = [], [], [], []
+    level_cap = math.inf  # levels are kept non-increasing against rounding in W / (|A| |B|)
+    while heap:
+        negative, a, b, version_a, version_b = heap[0]
+        if -negative < stop_below:
+            break
+        heapq.heappop(heap)
+        if version[a] != version_a or version[b] != version_b or parent[a] != a or parent[b] != b:
+            a, b = find(a), find(b)
+            value = adjacency[a].get(b) if a != b else None
+            if value is not None:
+                a, b = min(a, b), max(a, b)
+                heapq.heappush(heap, (-key(a, b, value), a, b, version[a], version[b]))
+            continue
+        level_cap = min(level_cap, -negative)
+        if len(adjacency[a]) < len(adjacency[b]):
+            a, b = b, a  # a absorbs b: only b's (smaller) adjacency is walked
+        first, second = (a, b) if node_id[a] < node_id[b] else (b, a)  # scipy order: lower id first
+        children.append((node_id[first], node_id[second]))
+        representatives.append((first, second))
+        levels.append(level_cap)
+        _absorb(adjacency, a, b, linkage)
+        parent[b] = a
+        size[a] += size[b]
+        version[a] += 1
+        node_id[a] = n + len(levels) - 1
+        sizes.append(size[a])
+    if not heap and stop_below <= floor:
+        # clusters without an edge between them: every linkage is the floor; join them in photo order
+        roots = [a for a in range(n) if parent[a] == a]
+        for b in roots[1:]:
+            a = roots[0]
+            first, second = (a, b) if node_id[a] < node_id[b] else (b, a)
+            children.append((node_id[first], node_id[second]))
+            representatives.append((first, second))
+            levels.append(min(level_cap, floor))
+            size[a] += size[b]
+            node_id[a] = n + len(levels) - 1
+            sizes.append(size[a])
+    return Dendrogram(num_nodes=n, children=np.array(children, dtype=np.int64).reshape(-1, 2),
+                      representatives=np.array(representatives, dtype=np.int64).reshape(-1, 2),
+                      levels=np.array(levels, dtype=np.float64), sizes=np.array(sizes, dtype=np.int64),
+                      linkage=linkage, stop_below=stop_below)
+
+
+def _absorb(adjacency: list[dict[int, float]], a: int, b: int, linkage: str) -> None:
+    """Merge cluster b's adjacency into cluster a's (a keeps its id), updating every neighbour's entry."""
+    into, out = adjacency[a], adjacency[b]
+    del into[b], out[a]
+    if linkage == "complete":
+        # complete linkage with a missing pair is the floor: only neighbours of both clusters keep an edge
+        kept = {}
+        for c, value in out.items():
+            del adjacency[c][b]
+            if c in into:
+                kept[c] = adjacency[c][a] = min(into[c], value)
+        for c in into:
+            if c not in kept:
+                del adjacency[c][a]  # each edge is deleted once: amortised over all merges
+        adjacency[a] = kept
+    else:
+        combine = (lambda x, y: x + y) if linkage == "average" else max
+        for c, value in out.items():
+            neighbour = adjacency[c]
+            del neighbour[b]
+            merged = combine(into[c], value) if c in into else value
+            into[c] = neighbour[a] = merged
+    adjacency[b] = {}
+
+
