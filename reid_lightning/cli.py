@@ -125,7 +125,7 @@ class ReIDCLI(LightningCLI):
         settings (``candidates``, ``search_backend``, ``open_set_threshold``, ...) stay the user's, and no pretrained
         weights are loaded (the checkpoint's replace them)."""
         subcommand = self.config.get("subcommand")
-        config = self.config.get(subcommand) if subcommand else None
+        config = self.config.get(subcommand) if subcommand else self.config  # no subcommand: run=False (export)
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return

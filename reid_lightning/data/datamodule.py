@@ -398,11 +398,17 @@ class ReIDDataModule(L.LightningDataModule):
     def predict_gallery(self) -> ImageDataset:
         """The known individuals ``predict`` searches: ``gallery_csv``, else every labelled image of the data set
         (the training images when predicting the test split), with the evaluation transform."""
+        if self.predict_dir is None and self.predict_csv is None and self.gallery_csv is None:
+            return self.dataset("train")
+        return self.known_individuals()
+
+    def known_individuals(self) -> ImageDataset:
+        """Every photo of a known individual new photos are searched in: ``gallery_csv``, else every labelled
+        image of the data set (train + val + test), with the evaluation transform (an exported bundle's
+        gallery)."""
         if self.gallery_csv is not None:
             return self.with_transform(load_gallery_csv(self.gallery_csv, unknown_markers=self.unknown_markers,
                                                         progress=self._is_reporter()))
-        if self.predict_dir is None and self.predict_csv is None:
-            return self.dataset("train")
         images = self._split_data().images
         return self.with_transform(images.get_subset(images.labels >= 0))
 
