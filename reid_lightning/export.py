@@ -11,10 +11,7 @@ complete, so a half-written bundle never looks finished.
 from __future__ import annotations
 
 import datetime
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -86,9 +83,7 @@ def write_bundle(model: ReIDModule, datamodule: ReIDDataModule, *, output: Path,
     gallery = datamodule.known_individuals()
     embeddings, _ = model.embed(datamodule.eval_loader(gallery), progress=progress,
                                 description="export: embedding gallery")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with bundle.staged(output) as staging:
         export_onnx(model, size=size, mean=mean, std=std, path=staging / bundle.MODEL)
         names = gallery.labels_string
         bundle.write_gallery(staging, bundle.Gallery(
@@ -118,10 +113,6 @@ def write_bundle(model: ReIDModule, datamodule: ReIDDataModule, *, output: Path,
         }
         manifest["model"]["onnx_sha256"] = bundle.sha256(staging / bundle.MODEL)
         bundle.finish(staging, manifest)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output
 
 

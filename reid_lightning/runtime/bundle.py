@@ -8,9 +8,14 @@ Files: ``manifest.json`` (written last: a folder without it is an unfinished exp
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,3 +127,19 @@ def finish(folder: Path, manifest: dict[str, Any]) -> None:
     """Record every file of ``folder`` in ``manifest`` and write it last (the bundle is complete from then)."""
     manifest["files"] = {p.name: file_entry(p) for p in sorted(folder.iterdir()) if p.name != MANIFEST}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+@contextlib.contextmanager
+def staged(output: Path) -> Iterator[Path]:
+    """A temporary folder beside the new folder ``output``, renamed to it when the block ends without error and
+    removed otherwise, so a half-written bundle never sits at ``output``."""
+    if output.exists():
+        raise FileExistsError(f"'{output}' exists: give a new folder (a bundle is never replaced)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        yield staging
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -3,9 +3,7 @@ Pillow only."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -158,11 +156,7 @@ class Identifier:
         """Write this bundle with its current gallery to a new folder ``output``, atomically (a half-written
         folder never holds a manifest)."""
         output = Path(output).expanduser()
-        if output.exists():
-            raise FileExistsError(f"'{output}' exists: give a new folder")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-        try:
+        with bundle.staged(output) as staging:
             for name in (bundle.MODEL, bundle.OPEN_SET):
                 shutil.copy2(self.folder / name, staging / name)
             bundle.write_gallery(staging, self.gallery)
@@ -170,8 +164,4 @@ class Identifier:
             manifest["gallery"] = dict(manifest["gallery"], images=len(self.gallery.identities),
                                        identities=len(set(self.gallery.identities)))
             bundle.finish(staging, manifest)
-            os.replace(staging, output)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return output
