@@ -60,22 +60,41 @@ def test_frozen_epochs_leave_the_backbone_alone_then_train_it(data):
     assert any(not torch.equal(watch.weights["end"][name], watch.weights[1][name]) for name in parameters)
 
 
+class CollapseBeforeLastValidation(Callback):
+    """Zeroes the backbone before the last validation: every image then gets the same embedding, so every gallery
+    item ties and the ranking metrics fall to what ties give, below those of any informative embedding."""
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if not trainer.sanity_checking and trainer.current_epoch == trainer.max_epochs - 1:
+            with torch.no_grad():
+                for tensor in [*pl_module.backbone.parameters(), *pl_module.backbone.buffers()]:
+                    if tensor.is_floating_point():
+                        tensor.zero_()
+
+
 def test_zero_shot_metrics_are_logged_before_training_and_a_worse_end_warns(data):
     torch.manual_seed(0)
     baseline = ZeroShotBaseline()
-    # a learning rate that wrecks the network: the fine-tune must end below its start and say so
-    model = ReIDModule(backbone="resnet10t", pretrained=False, loss="softmax",
-                       optimizer={"class_path": "torch.optim.SGD", "init_args": {"lr": 50.0}})
+    model = ReIDModule(backbone="resnet10t", pretrained=False, loss="softmax")
     reference = ReIDModule(backbone="resnet10t", pretrained=False, loss="softmax")
     reference.load_state_dict(model.state_dict(), strict=False)
     with pytest.warns(UserWarning, match="ends below its zero-shot start"):
-        trainer = fit(model, data, baseline, epochs=2)
+        trainer = fit(model, data, baseline, CollapseBeforeLastValidation(), epochs=2)
     # the zero-shot metrics are those of validating the untouched model
     L.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu").validate(reference, datamodule=data)
     expected = reference.evaluation_results().metrics(top_k=(1, 5))
     assert baseline.metrics["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
     assert trainer.callback_metrics["val/zero_shot/mAP"].item() == pytest.approx(expected["mAP"], abs=1e-6)
     assert trainer.callback_metrics["val/mAP"].item() < baseline.metrics["mAP"]
+
+
+def test_a_diverged_fit_stops_with_advice_instead_of_logging_meaningless_metrics(data):
+    torch.manual_seed(0)
+    # SGD at lr 1e4 blows the weights up within an epoch: embeddings overflow to inf/NaN
+    model = ReIDModule(backbone="resnet10t", pretrained=False, loss="softmax",
+                       optimizer={"class_path": "torch.optim.SGD", "init_args": {"lr": 1e4}})
+    with pytest.raises(ValueError, match=r"embeddings are not finite .*lower the learning rate"):
+        fit(model, data, epochs=1)
 
 
 @pytest.mark.parametrize("progress_bar", [True, False])

@@ -75,6 +75,16 @@ def test_pairs_and_mask_exclusions_agree_and_cosine_matches_pairwise_scores():
     torch.testing.assert_close(by_mask.candidate_scores, expected.values[:, :5])
 
 
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_embeddings_with_nan_inf_or_an_overflowing_norm_are_refused_with_their_counts(backend):
+    query, gallery, query_labels, gallery_labels = tied_problem()
+    query[3, 0] = float("nan")
+    gallery[[0, 5], 1] = float("inf")
+    gallery[7] = 1e30  # finite entries whose float32 norm overflows: cosine would silently be 0
+    with pytest.raises(ValueError, match=r"1 of 23 query and 3 of 31 gallery embeddings are not finite"):
+        search(query, gallery, k=5, query_labels=query_labels, gallery_labels=gallery_labels, backend=backend)
+
+
 def test_same_group_exclusion_matches_hand_built_mask():
     query_groups = torch.tensor([0, -1, 2, 2, 5])
     gallery_groups = torch.tensor([2, 0, -1, 2, 0, 7, -1])

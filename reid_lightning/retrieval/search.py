@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 from ..eval.labels import LabelsLike
@@ -59,6 +60,7 @@ def search(
         raise ValueError(f"Unknown search backend {backend!r}; choose one of {list(BACKENDS)}")
     if gallery_labels is None:
         raise ValueError("search needs gallery_labels= (the identity of every gallery item)")
+    _check_finite(query=query, gallery=gallery)
     if backend == "torch":
         source = EmbeddingScores(query, gallery, metric)
     else:
@@ -67,3 +69,16 @@ def search(
     return RetrievalResults.from_source(source, k=k, exclude=exclude, query_labels=query_labels,
                                         gallery_labels=gallery_labels, identity_names=identity_names,
                                         chunk_size=chunk_size, exact_metrics=exact_metrics)
+
+
+def _check_finite(*, query: Tensor, gallery: Tensor) -> None:
+    """Refuse embeddings with NaN or inf (or too large for a float32 norm): every score and metric of theirs
+    would be meaningless."""
+    broken = {name: int((~torch.isfinite(embeddings.float().norm(dim=1))).sum())
+              for name, embeddings in (("query", query), ("gallery", gallery))}
+    if any(broken.values()):
+        raise ValueError(
+            f"search: {broken['query']} of {len(query)} query and {broken['gallery']} of {len(gallery)} gallery "
+            "embeddings are not finite (NaN, inf, or too large for a float32 norm). A model whose training "
+            "diverged gives such embeddings: lower the learning rate (--optimizer.init_args.lr), add warmup or "
+            "gradient clipping (--trainer.gradient_clip_val 1.0), and resume from an earlier checkpoint")
