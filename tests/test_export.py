@@ -91,6 +91,7 @@ def test_runtime_predictions_equal_train_py_predict(exported, tmp_path):
                            str(exported / "new"), "--output", str(output)],
                           check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.splitlines()[-1].endswith("embedding photos: 8/8")  # the readable photos, counted
     ours, theirs = pd.read_csv(output), pd.read_csv(exported / "predict" / "predictions.csv")
     assert list(ours.columns) == list(theirs.columns) and len(ours) == len(theirs) == 8
     exact = ["image_id", "path", "identity", "is_new", "gallery_image", "proposed_identity"]

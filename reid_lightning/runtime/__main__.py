@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
         identifier = Identifier(args.bundle, batch_size=args.batch_size)
         rows, unreadable = identifier.identify([str(p) for p in files],
-                                               image_ids=[p.relative_to(folder).as_posix() for p in files])
+                                               image_ids=[p.relative_to(folder).as_posix() for p in files],
+                                               progress=True)
     except (BundleError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ Pillow only."""
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,9 +68,10 @@ class Identifier:
             outputs.append(self.session.run(None, {self.manifest["input"]["name"]: batch})[0].astype(np.float32))
         return np.concatenate(outputs)
 
-    def embed(self, paths: Sequence[str | Path], boxes: Sequence[list[float] | None] | None = None) -> np.ndarray:
+    def embed(self, paths: Sequence[str | Path], boxes: Sequence[list[float] | None] | None = None, *,
+              progress: bool = False) -> np.ndarray:
         """``(N, D)`` embeddings of the photos at ``paths`` (optionally cropped to ``boxes`` ``[x, y, w, h]``),
-        read a batch at a time."""
+        read a batch at a time; ``progress`` counts the photos done on stderr."""
         boxes = [None] * len(paths) if boxes is None else list(boxes)
         outputs = []
         for start in range(0, len(paths), self.batch_size):
@@ -79,6 +81,10 @@ class Identifier:
                 image = load_rgb(path)
                 images.append(image if box is None else crop_to_box(image, box, where=str(path)))
             outputs.append(self.embed_images(images))
+            if progress:
+                done = min(start + self.batch_size, len(paths))
+                print(f"\rembedding photos: {done}/{len(paths)}", end="\n" if done == len(paths) else "",
+                      file=sys.stderr, flush=True)
         return np.concatenate(outputs) if outputs else self.embed_images([])
 
     # ------------------------------------------------------------------ answers
@@ -114,8 +120,8 @@ class Identifier:
             columns["proposed_identity"] = proposed_identities(columns["identity"], is_new=is_new, groups=groups)
         return columns
 
-    def identify(self, paths: Sequence[str | Path], *, image_ids: Sequence[str] | None = None
-                 ) -> tuple[list[dict], list[dict]]:
+    def identify(self, paths: Sequence[str | Path], *, image_ids: Sequence[str] | None = None,
+                 progress: bool = False) -> tuple[list[dict], list[dict]]:
         """``(rows, unreadable)``: one ``predictions.csv`` row (a dict of ``PREDICTION_COLUMNS``) per readable
         photo, in order, and ``{"row", "line", "path", "reason"}`` for each photo that cannot be read (as
         ``predict`` lists them in ``unreadable_images.csv``)."""
@@ -131,7 +137,8 @@ class Identifier:
             raise ValueError(f"none of the {len(paths)} photos can be read: "
                              + "; ".join(f"'{u['path']}': {u['reason']}" for u in unreadable[:5]))
         kept = [str(paths[i]) for i in readable]
-        columns = self.answer(self.embed(kept), image_ids=[image_ids[i] for i in readable], paths=kept)
+        columns = self.answer(self.embed(kept, progress=progress), image_ids=[image_ids[i] for i in readable],
+                              paths=kept)
         rows = [dict(zip(PREDICTION_COLUMNS, values, strict=True))
                 for values in zip(*(columns[name] for name in PREDICTION_COLUMNS), strict=True)]
         return rows, unreadable
