@@ -207,3 +207,19 @@ def test_reliability_diagram_of_perfect_calibration_and_own_figure():
     plt.close(figure)
     with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
         reliability_diagram([0.5, 1.5], [0, 1], ax=Figure().subplots())
+
+
+@pytest.mark.parametrize("knots,values", [
+    ([0.0, 1.0], [0.2, 0.7]),
+    ([0.0, 0.3, 1.0], [0.0, 0.9, 1.0]),
+    ([0.0, 0.1, 0.5, 0.6, 1.0], [0.0, 0.05, 0.05, 0.8, 1.0]),  # a flat step and a steep rise
+    ([-1.0, -0.2, 0.1, 0.4, 0.45, 0.9], [0.0, 0.1, 0.3, 0.31, 0.9, 1.0]),  # uneven widths
+])
+def test_runtime_monotone_cubic_equals_scipy_pchip(knots, values):
+    from scipy.interpolate import PchipInterpolator
+
+    from reid_lightning.runtime.calibration import monotone_cubic
+
+    x = np.linspace(knots[0], knots[-1], 997)
+    np.testing.assert_allclose(monotone_cubic(x, np.array(knots), np.array(values)),
+                               PchipInterpolator(knots, values)(x), rtol=0, atol=1e-12)
