@@ -13,10 +13,15 @@ from reid_lightning.inference import discovery as discovery_module
 from reid_lightning.inference.dendrogram import ami_per_cut
 from reid_lightning.inference.discovery import choose_discovery_threshold, discover
 from reid_lightning.report.contact_sheet import contact_sheet
+from reid_lightning.runtime import grouping
 from reid_lightning.runtime.grouping import (
     LINKAGES,
     SimilarityGraph,
     build_dendrogram,
+    cosine_matrix,
+    dendrogram_of,
+    full_linkage_dendrogram,
+    group_new_photos,
     number_by_size,
     similarity_graph,
 )
@@ -45,6 +50,14 @@ def clustered_embeddings(sizes, *, dim=32, noise=0.05, seed=0):
     labels = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
     embeddings = centres[labels] + noise * torch.randn(len(labels), dim, generator=generator)
     return embeddings, labels.numpy()
+
+
+def orthogonal_individuals(sizes, *, dim=64, noise=0.07, seed=0):
+    """Photos of individuals with orthogonal centres and wide noise (within cosines 0.6-0.9); (N, D), (N,)."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.linalg.qr(torch.randn(dim, dim, generator=generator))[0][: len(sizes)]
+    labels = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return centres[labels] + noise * torch.randn(len(labels), dim, generator=generator), labels.numpy()
 
 
 def random_graph(rng, n, density, floor=-1.0):
@@ -132,6 +145,79 @@ def test_sparse_linkage_equals_scipy_on_the_dense_matrix_with_missing_pairs_at_t
             groups = discover(graph, threshold=threshold, linkage=method).groups
             assert adjusted_rand_score(expected, groups) == 1.0 or len(set(expected)) == len(set(groups)) == 1
             assert np.array_equal(ours.cut(threshold), groups)  # early stop = full tree cut
+
+
+@pytest.mark.parametrize("method", LINKAGES)
+def test_full_linkage_equals_scipy_on_every_pair(method):
+    rng = np.random.default_rng(8)
+    for _ in range(8):
+        n = int(rng.integers(2, 120))
+        similarity = cosine_matrix(rng.standard_normal((n, int(rng.integers(2, 16))))).astype(np.float64)
+        ours = full_linkage_dendrogram(similarity, linkage=method)
+        distance = 1.0 - similarity
+        np.fill_diagonal(distance, 0.0)
+        reference = linkage(squareform(distance, checks=False), method=method)
+        np.testing.assert_allclose(ours.levels, np.sort(1.0 - reference[:, 2])[::-1], atol=1e-12)
+        z = ours.linkage_matrix()
+        assert is_valid_linkage(z) and is_monotonic(z)
+        assert np.array_equal(z[:, 3], reference[:, 3]) or method != "average" or n < 3
+        for threshold in rng.uniform(-0.5, 0.9, 4):
+            expected = fcluster(reference, 1.0 - threshold, criterion="distance")
+            assert adjusted_rand_score(expected, ours.cut(threshold)) == 1.0 or len(set(expected)) == 1
+
+
+def test_sixty_photos_of_one_new_individual_form_one_group_on_all_pairs_and_split_on_a_top_10_graph():
+    # one new animal with 60 photos, spread out (within-animal cosines 0.6-0.9), and 6 others with 2-5 photos
+    embeddings, labels = orthogonal_individuals([60, 5, 4, 3, 3, 2, 2], seed=11)
+    unit = torch.nn.functional.normalize(embeddings, dim=1)
+    cosine = (unit @ unit.T).numpy()
+    same = labels[:, None] == labels[None, :]
+    assert cosine[same].min() > cosine[~same].max() + 0.1  # clearly separated from the others
+    # the cut is chosen on validation animals with small groups, as a small catalogue's validation holds
+    validation, identities = orthogonal_individuals([5, 4, 4, 3, 3, 2], seed=12)
+    threshold, ami = choose_discovery_threshold(validation, true_labels=identities)
+    assert ami == pytest.approx(1.0)
+    grouped = group_new_photos(embeddings, threshold=threshold)
+    assert adjusted_rand_score(labels, grouped.groups) == 1.0
+    assert grouped.sizes.tolist() == [60, 5, 4, 3, 3, 2, 2]
+    # what a top-10 graph does with the same photos at its own best validation cut: the big animal splits
+    sparse_cut, _ = choose_discovery_threshold(validation, true_labels=identities, k=10)
+    sparse = group_new_photos(embeddings, threshold=sparse_cut, k=10)
+    assert len(set(sparse.groups[labels == 0].tolist())) > 1
+
+
+@pytest.mark.parametrize("method", LINKAGES)
+def test_beyond_the_full_linkage_limit_the_components_give_the_same_groups_as_one_clustering(monkeypatch, method):
+    embeddings, _ = orthogonal_individuals([25, 9, 6, 4, 3, 3, 2, 1, 1], noise=0.1, seed=14)
+    similarity = cosine_matrix(embeddings)
+    whole = full_linkage_dendrogram(similarity, linkage=method)
+    monkeypatch.setattr(grouping, "FULL_LINKAGE_MAX_PHOTOS", 30)  # 54 photos: grouped by components
+    for threshold in (0.9, 0.6, 0.45, 0.3, 0.1):
+        groups = grouping.group_on_all_pairs(embeddings, threshold=threshold, linkage=method)
+        assert np.array_equal(groups, whole.cut(threshold)), threshold
+
+
+def test_components_above_a_cosine_equal_scipys_connected_components():
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(15)
+    embeddings = rng.standard_normal((200, 6)).astype(np.float32)
+    similarity = cosine_matrix(embeddings)
+    for threshold in (0.99, 0.9, 0.7, 0.3):
+        _, expected = connected_components(csr_matrix(similarity >= threshold), directed=False)
+        ours = grouping.components_above(embeddings, threshold, chunk_size=17)
+        assert adjusted_rand_score(expected, ours) == 1.0 and len(set(ours)) == len(set(expected))
+
+
+def test_a_component_above_the_limit_falls_back_to_the_large_k_graph(monkeypatch):
+    monkeypatch.setattr(grouping, "FULL_LINKAGE_MAX_PHOTOS", 30)
+    monkeypatch.setattr(grouping, "LARGE_K", 7)
+    embeddings, _ = clustered_embeddings([40], seed=13)  # one component of 40 photos at cosine 0.5
+    expected = discover(similarity_graph(embeddings, k=7), threshold=0.5).groups
+    assert np.array_equal(grouping.group_on_all_pairs(embeddings, threshold=0.5), expected)
+    assert dendrogram_of(embeddings).levels.tolist() == build_dendrogram(similarity_graph(embeddings, k=7)
+                                                                          ).levels.tolist()
 
 
 def test_well_separated_individuals_are_recovered_exactly():

@@ -1,34 +1,27 @@
 """Who are the new ones? Group photos into proposed individuals.
 
-The photos answered ``new_individual`` are linked by a sparse similarity graph (each photo's top-k neighbours by
-cosine, or caller-given scores such as fused calibrated probabilities of local-feature matches) and grouped by
-agglomerative clustering on that graph, average linkage by default, cut at a similarity ``threshold``.
+The photos answered ``new_individual`` are grouped by agglomerative clustering, average linkage by default, cut
+at a similarity ``threshold``: on the cosine of all their pairs (up to
+:data:`~reid_lightning.runtime.grouping.FULL_LINKAGE_MAX_PHOTOS` photos), so a group of any size can form; or on
+a sparse similarity graph (each photo's top-k neighbours by cosine, or caller-given scores such as fused
+calibrated probabilities of local-feature matches).
 
-A pair of photos without an edge counts as ``graph.missing_score`` (the lowest score: -1 for cosine, 0 for
-probabilities). The average linkage of two groups is the mean score over all their photo pairs, missing pairs
-included, so groups only join through observed edges, and a group needs most of its pairs observed to hold
-together: with top-k neighbours, groups much larger than about ``2 k`` photos split. Choose ``k`` at least
-about half the largest group you expect.
+In a graph, a pair of photos without an edge counts as ``graph.missing_score`` (the lowest score: -1 for cosine,
+0 for probabilities). The average linkage of two groups is the mean score over all their photo pairs, missing
+pairs included, so a group needs most of its pairs observed to hold together: with top-k neighbours, groups much
+larger than about ``2 k`` photos split.
 
 The threshold is chosen on labelled photos (validation identities treated as unknown) by
 :func:`choose_discovery_threshold`, which scores every cut of the dendrogram by the adjusted mutual information
 (scikit-learn's definition), never on the photos being grouped. Build the graph of the new photos with the same
-``k`` and score scale, or the threshold means something else.
+pairs (``k``) and score scale, or the threshold means something else.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.grouping import (
-    ArrayLike,
-    Discovery,
-    SimilarityGraph,
-    as_graph,
-    as_numpy,
-    build_dendrogram,
-    discover,
-)
+from ..runtime.grouping import ArrayLike, Discovery, SimilarityGraph, as_numpy, dendrogram_of, discover
 from .dendrogram import ami_per_cut
 
 __all__ = ["Discovery", "choose_discovery_threshold", "discover"]
@@ -46,7 +39,8 @@ def choose_discovery_threshold(graph_or_embeddings: SimilarityGraph | ArrayLike,
     does not sit on a validation score. Ties go to the higher threshold (fewer merges).
 
     Args:
-        graph_or_embeddings: graph or ``(N, D)`` embeddings of the labelled photos, as for :func:`discover`.
+        graph_or_embeddings: graph or ``(N, D)`` embeddings of the labelled photos, as for :func:`discover` (``k``
+            None: all pairs).
         true_labels: ``(N,)`` identity of every photo (any hashable values).
     """
     num_labels = len(as_numpy(true_labels).reshape(-1))
@@ -54,8 +48,8 @@ def choose_discovery_threshold(graph_or_embeddings: SimilarityGraph | ArrayLike,
                   else len(graph_or_embeddings))
     if num_labels != num_photos:  # checked before the graph is built: a graph of more photos is a mistake
         raise ValueError(f"true_labels has {num_labels} entries for a graph of {num_photos} photos")
-    graph = as_graph(graph_or_embeddings, k=k, missing_score=missing_score)
-    thresholds, ami = ami_per_cut(build_dendrogram(graph, linkage=linkage), true_labels=true_labels)
+    dendrogram = dendrogram_of(graph_or_embeddings, k=k, missing_score=missing_score, linkage=linkage)
+    thresholds, ami = ami_per_cut(dendrogram, true_labels=true_labels)
     best = _best_cut(ami)
     return float(thresholds[best]), float(ami[best])
 

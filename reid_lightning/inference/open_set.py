@@ -168,9 +168,10 @@ class OpenSetModel:
         named_right: calibration of P(a named answer is right | score).
         new_right: calibration of P(the query is a new individual | score) (fitted on -score: increasing).
         held_out: how unknown queries were made (empty when the validation split had some).
-        discovery_threshold: cosine cut grouping new photos into proposed individuals (average linkage over each
-            photo's ``discovery_k`` nearest new photos, :func:`~reid_lightning.inference.discover`); None: no grouping.
-        discovery_k: neighbours per photo in the grouping graph.
+        discovery_threshold: cosine cut grouping new photos into proposed individuals (average linkage,
+            :func:`~reid_lightning.inference.discover`); None: no grouping.
+        discovery_k: None: the grouping uses all pairs of new photos; a number: each photo's ``discovery_k``
+            nearest new photos (the graph of models saved before all pairs were used).
         discovery_ami: adjusted mutual information of the cut on the unknown queries it was chosen on.
     """
 
@@ -181,7 +182,7 @@ class OpenSetModel:
     new_right: Calibration | None = None
     held_out: str = ""
     discovery_threshold: float | None = None
-    discovery_k: int = DEFAULT_K
+    discovery_k: int | None = None
     discovery_ami: float | None = None
 
     def with_overrides(self, *, threshold: float | None = None, discovery_threshold: float | None = None
@@ -258,7 +259,7 @@ class OpenSetModel:
 
 
 def fit_open_set(results: RetrievalResults, *, score: str, holdout: float = 0.2, seed: int = 0,
-                 embeddings: Tensor | None = None, discovery_k: int = DEFAULT_K) -> OpenSetModel:
+                 embeddings: Tensor | None = None, discovery_k: int | None = None) -> OpenSetModel:
     """Choose the threshold and fit the confidence calibration on labelled held-out queries (validation).
 
     The top-1 answers are read with :func:`decision_inputs`. Without unknown queries, ``holdout`` of the
@@ -288,14 +289,16 @@ def fit_open_set(results: RetrievalResults, *, score: str, holdout: float = 0.2,
     return OpenSetModel(threshold, score, gmean, named_right, new_right, held_out, cut, discovery_k, ami)
 
 
-def _choose_cut(embeddings: Tensor, inputs: dict[str, Tensor], k: int) -> tuple[float | None, float | None]:
+def _choose_cut(embeddings: Tensor, inputs: dict[str, Tensor], k: int | None
+                ) -> tuple[float | None, float | None]:
     """The discovery cut with the best AMI on the unknown queries (real, or made by holding identities out)."""
     unknown = ~inputs["known"]
     labels = inputs["query_labels"][unknown]
     if int(unknown.sum()) < 3 or len(torch.unique(labels)) < 2:
         return None, None
     photos = embeddings.detach().float().cpu()[unknown]
-    return choose_discovery_threshold(photos, true_labels=labels.numpy(), k=min(k, len(photos) - 1))
+    return choose_discovery_threshold(photos, true_labels=labels.numpy(),
+                                      k=None if k is None else min(k, len(photos) - 1))
 
 
 def _fit_confidence(inputs: dict[str, Tensor]) -> tuple[Calibration | None, Calibration | None]:

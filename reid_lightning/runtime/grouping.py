@@ -23,6 +23,10 @@ COSINE_FLOOR = -1.0
 LINKAGES = ("average", "single", "complete")
 NEIGHBOUR_SCORES_PER_CHUNK = 1 << 22
 """Cosine scores held at once while the neighbours are searched (16 MiB of float32)."""
+FULL_LINKAGE_MAX_PHOTOS = 8000
+"""Up to this many photos are grouped on all their pairs (an ``(N, N)`` float32 matrix: 256 MB at 8,000)."""
+LARGE_K = 50
+"""Neighbours per photo of the graph that groups more than :data:`FULL_LINKAGE_MAX_PHOTOS` photos."""
 
 ArrayLike = np.ndarray | Sequence | Any  # numpy arrays, sequences, or tensors (read through .detach().cpu())
 
@@ -156,16 +160,6 @@ def similarity_graph(embeddings: ArrayLike, *, k: int = DEFAULT_K, edge_pairs: A
     return graph if edge_pairs is None else graph.with_scores(edge_pairs, edge_scores)
 
 
-def as_graph(graph_or_embeddings: SimilarityGraph | ArrayLike, *, k: int | None,
-             missing_score: float | None) -> SimilarityGraph:
-    if isinstance(graph_or_embeddings, SimilarityGraph):
-        if k is not None or missing_score is not None:
-            raise ValueError("k= and missing_score= build a graph from embeddings; this graph has its own")
-        return graph_or_embeddings
-    return similarity_graph(graph_or_embeddings, k=DEFAULT_K if k is None else k,
-                            missing_score=COSINE_FLOOR if missing_score is None else missing_score)
-
-
 # ------------------------------------------------------------------------------------------------------ grouping
 @dataclass(frozen=True, eq=False)
 class Discovery:
@@ -191,28 +185,134 @@ class Discovery:
 
 def discover(graph_or_embeddings: SimilarityGraph | ArrayLike, *, threshold: float, k: int | None = None,
              missing_score: float | None = None, linkage: str = "average") -> Discovery:
-    """Group photos into proposed individuals: agglomerative clustering (average linkage by default) of their
-    similarity graph, merging while the best linkage is ``>= threshold``.
+    """Group photos into proposed individuals: agglomerative clustering (average linkage by default), merging
+    while the best linkage is ``>= threshold``.
 
     Args:
-        graph_or_embeddings: a :class:`SimilarityGraph`, or ``(N, D)`` embeddings to build one with
-            :func:`similarity_graph` (``k``, default :data:`DEFAULT_K`; ``missing_score``, default -1).
+        graph_or_embeddings: a :class:`SimilarityGraph`, or ``(N, D)`` embeddings, grouped on the cosine of all
+            their pairs (``k`` None, :func:`group_on_all_pairs`) or on their top-``k`` graph.
         threshold: the lowest linkage similarity at which two groups are joined (e.g. from
             :func:`~reid_lightning.inference.choose_discovery_threshold` on validation photos).
         linkage: ``average`` (documented default), ``single`` or ``complete``.
     """
-    graph = as_graph(graph_or_embeddings, k=k, missing_score=missing_score)
-    dendrogram = build_dendrogram(graph, linkage=linkage, stop_below=threshold)
-    return Discovery(groups=dendrogram.groups_after(dendrogram.num_merges), threshold=float(threshold))
+    if k is None and not isinstance(graph_or_embeddings, SimilarityGraph):
+        if missing_score is not None:
+            raise ValueError("missing_score= is for a top-k graph (k=); all pairs have no missing pair")
+        return Discovery(groups=group_on_all_pairs(graph_or_embeddings, threshold=threshold, linkage=linkage),
+                         threshold=float(threshold))
+    dendrogram = dendrogram_of(graph_or_embeddings, k=k, missing_score=missing_score, linkage=linkage,
+                               stop_below=threshold)
+    return Discovery(groups=dendrogram.groups_after(dendrogram.merges_at(threshold)), threshold=float(threshold))
 
 
-def group_new_photos(embeddings: ArrayLike, *, threshold: float, k: int = DEFAULT_K) -> Discovery:
-    """Proposed individuals among new photos ``(N, D)`` at a cosine cut: :func:`discover` on their top-``k``
-    graph (``k`` capped at ``N - 1``); a single photo is its own group."""
+def group_on_all_pairs(embeddings: ArrayLike, *, threshold: float, linkage: str = "average") -> np.ndarray:
+    """``(N,)`` groups of ``embeddings (N, D)`` cut at ``threshold`` of the clustering on the cosine of all pairs.
+
+    Up to :data:`FULL_LINKAGE_MAX_PHOTOS` photos this is one dense clustering. Beyond, exactly the same groups
+    come from clustering each connected component of the pairs with cosine ``>= threshold`` on its own (two
+    groups with linkage ``>= threshold`` always have such a pair between them, for average, single and
+    complete linkage); only a component larger than the limit falls back to its top-:data:`LARGE_K` graph."""
+    embeddings = as_numpy(embeddings).astype(np.float32)
+    if embeddings.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {tuple(embeddings.shape)}")
+    n = len(embeddings)
+    if n < 2:
+        return np.zeros(n, dtype=np.int64)
+    if n <= FULL_LINKAGE_MAX_PHOTOS:
+        return full_linkage_dendrogram(cosine_matrix(embeddings), linkage=linkage).cut(threshold)
+    components = components_above(embeddings, threshold)
+    groups = np.empty(n, dtype=np.int64)
+    offset = 0
+    for members in np.split(np.argsort(components, kind="stable"),
+                            np.flatnonzero(np.diff(np.sort(components))) + 1):
+        if len(members) == 1:
+            labels = np.zeros(1, dtype=np.int64)
+        else:
+            labels = discover(embeddings[members], threshold=threshold, linkage=linkage,
+                              k=None if len(members) <= FULL_LINKAGE_MAX_PHOTOS else LARGE_K).groups
+        groups[members] = labels + offset
+        offset += int(labels.max()) + 1
+    return number_by_size(groups)
+
+
+def components_above(embeddings: np.ndarray, threshold: float, *, chunk_size: int | None = None) -> np.ndarray:
+    """``(N,)`` connected component of each of ``embeddings (N, D)`` in the graph of pairs with cosine
+    ``>= threshold``, scored one chunk of rows at a time (never the ``(N, N)`` matrix)."""
+    n = len(embeddings)
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    rows_per_chunk = chunk_size or max(1, NEIGHBOUR_SCORES_PER_CHUNK // max(n, 1))
+    root = np.arange(n)
+    for start in range(0, n, rows_per_chunk):
+        stop = min(n, start + rows_per_chunk)
+        rows, columns = np.nonzero(unit[start:stop] @ unit[start:].T >= threshold)
+        rows, columns = rows + start, columns + start
+        keep = columns > rows
+        root = _join(root, rows[keep], columns[keep])
+    return root
+
+
+def _join(root: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Component labels (each photo's smallest member) after adding the edges ``left[e] - right[e]`` to the
+    components ``root`` (labels that point to themselves), by vectorised hooking and pointer jumping."""
+    while len(left):
+        low = np.minimum(root[left], root[right])
+        hooked = root.copy()
+        np.minimum.at(hooked, root[left], low)
+        np.minimum.at(hooked, root[right], low)
+        while True:  # pointer jumping until every photo points at its label
+            jumped = hooked[hooked]
+            if np.array_equal(jumped, hooked):
+                break
+            hooked = jumped
+        if np.array_equal(hooked, root):
+            break
+        root = hooked
+        joined = root[left] != root[right]
+        left, right = left[joined], right[joined]
+    return root
+
+
+def dendrogram_of(graph_or_embeddings: SimilarityGraph | ArrayLike, *, k: int | None = None,
+                  missing_score: float | None = None, linkage: str = "average",
+                  stop_below: float = -math.inf) -> Dendrogram:
+    """The merges of a graph (:func:`build_dendrogram`) or of ``(N, D)`` embeddings: with ``k`` None, on the cosine
+    of all their pairs (:func:`full_linkage_dendrogram`) up to :data:`FULL_LINKAGE_MAX_PHOTOS` photos and on their
+    top-:data:`LARGE_K` graph beyond (a whole tree of more photos does not fit; one cut does, see
+    :func:`group_on_all_pairs`); with ``k``, on their top-``k`` graph (:func:`similarity_graph`).
+
+    All pairs let a group of any size form; a top-``k`` graph counts every pair without an edge as the floor, so a
+    group of much more than ``2 k`` photos splits whatever the cut."""
+    if isinstance(graph_or_embeddings, SimilarityGraph):
+        if k is not None or missing_score is not None:
+            raise ValueError("k= and missing_score= build a graph from embeddings; this graph has its own")
+        return build_dendrogram(graph_or_embeddings, linkage=linkage, stop_below=stop_below)
+    embeddings = as_numpy(graph_or_embeddings)
+    if embeddings.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {tuple(embeddings.shape)}")
+    if k is None and len(embeddings) <= FULL_LINKAGE_MAX_PHOTOS:
+        return full_linkage_dendrogram(cosine_matrix(embeddings), linkage=linkage)
+    k = LARGE_K if k is None else k
+    graph = similarity_graph(embeddings, k=max(1, min(k, len(embeddings) - 1)),
+                             missing_score=COSINE_FLOOR if missing_score is None else missing_score)
+    return build_dendrogram(graph, linkage=linkage, stop_below=stop_below)
+
+
+def group_new_photos(embeddings: ArrayLike, *, threshold: float, k: int | None = None) -> Discovery:
+    """Proposed individuals among new photos ``(N, D)`` at a cosine cut, on all their pairs (``k`` None) or on
+    their top-``k`` graph (``k`` capped at ``N - 1``, as cuts chosen before all pairs were used); a single photo is
+    its own group."""
     embeddings = as_numpy(embeddings).astype(np.float32)
     if len(embeddings) < 2:
         return Discovery(groups=np.zeros(len(embeddings), dtype=np.int64), threshold=float(threshold))
-    return discover(embeddings, threshold=threshold, k=min(k, len(embeddings) - 1))
+    return discover(embeddings, threshold=threshold, k=None if k is None else min(k, len(embeddings) - 1))
+
+
+def cosine_matrix(embeddings: ArrayLike) -> np.ndarray:
+    """``(N, N)`` float32 cosine similarity of every pair of ``embeddings (N, D)``."""
+    vectors = as_numpy(embeddings).astype(np.float32)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return np.clip(unit @ unit.T, -1.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------- dendrogram
@@ -407,3 +507,88 @@ def _absorb(adjacency: list[dict[int, float]], a: int, b: int, linkage: str) -> 
     adjacency[b] = {}
 
 
+
+
+def full_linkage_dendrogram(similarity: np.ndarray, *, linkage: str = "average") -> Dendrogram:
+    """Agglomerative clustering on a dense ``(N, N)`` symmetric similarity matrix (every pair observed), by the
+    nearest-neighbour chain: O(N^2) time, the matrix updated in place on a copy (Lance-Williams rules: ``average``
+    the size-weighted mean, ``single`` the max, ``complete`` the min). Merges are returned most similar first; a
+    merge's level is capped at its parts' levels, so the order stays a valid tree under float32 rounding."""
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage={linkage!r}; choose one of {list(LINKAGES)}")
+    scores = np.array(similarity, dtype=np.float32 if similarity.dtype != np.float64 else np.float64)
+    n = len(scores)
+    if scores.shape != (n, n):
+        raise ValueError(f"similarity must be (N, N), got shape {tuple(scores.shape)}")
+    np.fill_diagonal(scores, -np.inf)
+    size = np.ones(n)
+    formed_at = np.full(n, np.inf)  # level of the merge that made each cluster (its survivor's row)
+    merged_a, merged_b, merge_levels = [], [], []
+    chain: list[int] = []
+    unmerged = list(range(n - 1, -1, -1))  # clusters not yet on a chain start, popped in photo order
+    alive = np.ones(n, dtype=bool)
+    for _ in range(n - 1):
+        while True:
+            if not chain:
+                while not alive[unmerged[-1]]:
+                    unmerged.pop()
+                chain.append(unmerged[-1])
+            top = chain[-1]
+            row = scores[top]
+            nearest = int(np.argmax(row))
+            if len(chain) > 1 and row[chain[-2]] >= row[nearest]:
+                nearest = chain[-2]  # ties keep the chain's previous cluster: the chain never cycles
+            if len(chain) > 1 and nearest == chain[-2]:
+                break
+            chain.append(nearest)
+        a, b = chain.pop(), chain.pop()
+        a, b = min(a, b), max(a, b)  # a survives
+        level = min(float(scores[a, b]), formed_at[a], formed_at[b])
+        if linkage == "average":
+            combined = (size[a] * scores[a] + size[b] * scores[b]) / (size[a] + size[b])
+        elif linkage == "single":
+            combined = np.maximum(scores[a], scores[b])
+        else:
+            combined = np.minimum(scores[a], scores[b])
+        scores[a] = combined
+        scores[:, a] = combined
+        scores[a, a] = -np.inf
+        scores[b] = -np.inf
+        scores[:, b] = -np.inf
+        size[a] += size[b]
+        formed_at[a] = level
+        alive[b] = False
+        merged_a.append(a)
+        merged_b.append(b)
+        merge_levels.append(level)
+    order = np.argsort(-np.array(merge_levels, dtype=np.float64), kind="stable")  # a part before its parent
+    levels = np.array(merge_levels, dtype=np.float64)[order]
+    representatives = np.stack([np.array(merged_a, dtype=np.int64), np.array(merged_b, dtype=np.int64)],
+                               axis=1).reshape(-1, 2)[order]
+    children, sizes = _scipy_ids(n, representatives)
+    return Dendrogram(num_nodes=n, children=children, representatives=representatives, levels=levels, sizes=sizes,
+                      linkage=linkage)
+
+
+def _scipy_ids(n: int, representatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(children (M, 2), sizes (M,))`` of merges given as one photo of each part, in scipy's numbering."""
+    parent = list(range(n))
+    node_id = list(range(n))
+    cluster_size = [1] * n
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    children, sizes = [], []
+    for m, (a, b) in enumerate(representatives.tolist()):
+        a, b = find(a), find(b)
+        first, second = sorted((node_id[a], node_id[b]))
+        children.append((first, second))
+        parent[b] = a
+        cluster_size[a] += cluster_size[b]
+        node_id[a] = n + m
+        sizes.append(cluster_size[a])
+    return np.array(children, dtype=np.int64).reshape(-1, 2), np.array(sizes, dtype=np.int64)
