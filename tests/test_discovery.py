@@ -270,6 +270,32 @@ def test_threshold_is_the_midpoint_of_the_hand_computed_best_cut():
     assert choose_discovery_threshold(hand_graph(), true_labels=list("aaaaa")) == pytest.approx((0.05 - 1.0, 1.0))
 
 
+def test_lowest_keeps_the_cut_at_or_above_it_and_takes_the_best_ami_there():
+    # cuts of the hand graph: 1.9 (no merge), 0.8, 0.65, 0.325, -0.95; "aaabb" is best at 0.325 (3 merges)
+    labels = list("aaabb")
+    dendrogram = build_dendrogram(hand_graph())
+    allowed = {t: adjusted_mutual_info_score(labels, dendrogram.cut(t)) for t in (1.9, 0.8, 0.65)}
+    expected = max(allowed, key=allowed.get)
+    assert expected == 0.65
+    assert choose_discovery_threshold(hand_graph(), true_labels=labels, lowest=0.4) == pytest.approx(
+        (0.65, allowed[0.65]))
+
+
+def test_different_identity_floor_is_the_quantile_of_different_identity_cosines():
+    from reid_lightning.inference import different_identity_floor
+
+    rng = np.random.default_rng(16)
+    embeddings = rng.standard_normal((40, 5))
+    labels = rng.integers(0, 6, 40)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    first, second = np.triu_indices(40, 1)
+    different = labels[first] != labels[second]
+    expected = np.quantile(cosine[first[different], second[different]], 0.98)
+    assert different_identity_floor(embeddings, true_labels=labels) == pytest.approx(expected, abs=1e-6)
+    assert different_identity_floor(embeddings, true_labels=np.zeros(40)) is None
+
+
 def test_ties_go_to_the_higher_threshold(monkeypatch):
     thresholds = np.array([1.5, 0.8, 0.6, 0.4, -0.5])
     monkeypatch.setattr(discovery_module, "ami_per_cut",

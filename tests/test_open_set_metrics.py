@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from reid_lightning.inference.open_set import SMALL_VALIDATION_IDENTITIES, THRESHOLD_SMOOTHING
 from reid_lightning.inference import (
     OpenSetModel,
     choose_threshold,
@@ -150,7 +151,8 @@ def test_fit_open_set_holds_out_identities_and_calibrates_the_confidence(tmp_pat
     assert "2 validation identities held out" in model.held_out
     inputs = decision_inputs(results, keep_gallery=held_out_gallery_identities(
         query_labels=results.query_labels, gallery_labels=results.gallery_labels, fraction=0.4, seed=0))
-    expected, gmean = choose_threshold(**inputs)
+    # 2 identities held out: fewer than SMALL_VALIDATION_IDENTITIES, so the smoothed rule
+    expected, gmean = choose_threshold(**inputs, smoothing=THRESHOLD_SMOOTHING)
     assert model.threshold == pytest.approx(expected) and model.validation_gmean == pytest.approx(gmean)
     # named answers with high scores were all right on validation, low ones all wrong
     high, low = torch.tensor([0.97]), torch.tensor([0.31])
@@ -178,3 +180,92 @@ def test_confidence_ece_is_logged_against_answer_correctness():
     # a threshold calling everything new: the two known queries' "new" answers are wrong at confidence ~0
     everything_new = OpenSetModel(0.95, "score", named_right=named, new_right=new)
     assert open_set_log_values(results, everything_new)["confidence_ece"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_threshold_interval_spans_the_choices_of_resampled_identities():
+    # known queries answered right at 0.8 (identities 0-3); unknown identity 10 tops out at 0.3, identity 11 at 0.6.
+    # A resample holding only 10 chooses (0.3 + 0.8) / 2 = 0.55, one holding 11 (0.6 + 0.8) / 2 = 0.7, both: 0.7
+    from reid_lightning.inference.choice_intervals import threshold_interval
+
+    inputs = {"query_labels": torch.tensor([0, 1, 2, 3, 10, 10, 11, 11]),
+              "known": torch.tensor([True] * 4 + [False] * 4),
+              "top1_labels": torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]),
+              "scores": torch.tensor([0.8, 0.8, 0.8, 0.8, 0.3, 0.2, 0.6, 0.5], dtype=torch.float64)}
+    assert choose_threshold(**inputs)[0] == pytest.approx(0.7)
+    low, high = threshold_interval(inputs, resamples=200, level=0.9)
+    assert low == pytest.approx(0.55) and high == pytest.approx(0.7)
+    # one unknown identity only: every resample chooses the same threshold
+    one = {name: value[:6] for name, value in inputs.items()}
+    assert threshold_interval(one) == pytest.approx((0.55, 0.55))
+
+
+def test_fit_open_set_reports_its_intervals_and_keeps_them_through_saving(tmp_path):
+    results = _validation_results()
+    model = fit_open_set(results, score="top-1 cosine score", holdout=0.4, seed=0,
+                         embeddings=torch.nn.functional.one_hot(results.query_labels.long(), 5).float())
+    low, high = model.threshold_interval
+    assert low <= model.threshold <= high
+    assert model.unseen_identities == 2
+    assert f"[{low:.4f}, {high:.4f}] (90% over resampled identities)" in model.summary(results.num_queries)
+    assert OpenSetModel.load(model.save(tmp_path / "threshold.json")).threshold_interval == (low, high)
+    overridden = model.with_overrides(threshold=0.5)
+    assert overridden.threshold_interval is None
+    assert overridden.summary(10).startswith("open-set threshold 0.5000 (top-1 cosine score) given")
+
+
+# known identities 0-4 answered right at 0.9 .. 0.7; unknown identity 10 tops out at 0.5, identity 11 at 0.66.
+# gmean by threshold t (a score >= t is accepted): 0.707 (= sqrt(1 * 0.5)) for 0.5 < t <= 0.66, 1 for
+# 0.66 < t <= 0.7, 0.894 (= sqrt(0.8)) for 0.7 < t <= 0.75, 0.775 (= sqrt(0.6)) for 0.75 < t <= 0.8. The best
+# single cut is the midpoint (0.66 + 0.7) / 2 = 0.68. Smoothed over +-0.05 on the grid of 0.005 steps, the 21
+# thresholds around 0.715 hold 8 x 1 + 10 x 0.894 + 3 x 0.775 = 19.27, around 0.71 0.707 + 8 + 8.94 + 2 x 0.775
+# = 19.20, around 0.72 7 + 8.94 + 4 x 0.775 = 19.04: the smoothed threshold is 0.715.
+SMALL = {"query_labels": torch.tensor([0, 1, 2, 3, 4, 10, 11]),
+         "known": torch.tensor([True] * 5 + [False] * 2),
+         "top1_labels": torch.tensor([0, 1, 2, 3, 4, 0, 1]),
+         "scores": torch.tensor([0.9, 0.85, 0.8, 0.75, 0.7, 0.5, 0.66], dtype=torch.float64)}
+
+
+def test_smoothed_threshold_is_the_centre_of_the_best_window():
+    assert choose_threshold(**SMALL) == pytest.approx((0.68, 1.0))
+    threshold, gmean = choose_threshold(**SMALL, smoothing=0.05)
+    assert threshold == pytest.approx(0.715, abs=1e-9)
+    assert gmean == pytest.approx(math.sqrt(0.8))
+
+
+def test_two_unseen_validation_identities_give_the_caution_and_the_smoothed_threshold():
+    gallery_labels = torch.arange(5)
+    scores = torch.full((7, 5), 0.1, dtype=torch.float64)
+    scores[torch.arange(7), SMALL["top1_labels"]] = SMALL["scores"]
+    results = RetrievalResults.from_scores(scores, gallery_labels=gallery_labels, query_labels=SMALL["query_labels"])
+    model = fit_open_set(results, score="top-1 cosine score")
+    assert model.unseen_identities == 2 < SMALL_VALIDATION_IDENTITIES
+    assert model.threshold == pytest.approx(0.715, abs=1e-9)
+    caution = model.caution()
+    assert "\n" not in caution and caution.startswith("only 2 validation identities were kept out of training")
+    assert "--data.val_unseen_ratio" in caution
+    # held out of the gallery instead: the caution names that rule's bias
+    held = fit_open_set(results.select(torch.arange(5)), score="top-1 cosine score", holdout=0.4)
+    assert "held out of the gallery" in held.caution()
+
+
+def test_validation_with_two_unseen_identities_warns_once_in_one_line_and_logs_the_intervals(tmp_path):
+    import lightning as L
+
+    from reid_lightning.data import ReIDDataModule
+    from reid_lightning.models import ReIDModule
+
+    data = ReIDDataModule(synthetic_dir=str(tmp_path / "data"), synthetic=True, synthetic_individuals=12,
+                          synthetic_images_per_individual=6, synthetic_image_size=32, image_size=32, split="open",
+                          open_ratio=0.3, val_unseen_ratio=0.2, val_ratio=0.2, test_ratio=0.3, batch_size=16)
+    torch.manual_seed(0)
+    model = ReIDModule(backbone="resnet10t", pretrained=False)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path, accelerator="cpu")
+    with pytest.warns(UserWarning, match=r"^only 2 validation identities were kept out of training") as caught:
+        trainer.validate(model, datamodule=data)
+    cautions = [str(w.message) for w in caught if "validation identities were kept out" in str(w.message)]
+    assert len(cautions) == 1 and "\n" not in cautions[0]
+    expected, _ = choose_threshold(**decision_inputs(model.evaluation_results()), smoothing=THRESHOLD_SMOOTHING)
+    assert model.open_set.threshold == pytest.approx(expected)
+    metrics = trainer.callback_metrics
+    low, high = metrics["val/open/threshold_low"].item(), metrics["val/open/threshold_high"].item()
+    assert low <= model.open_set.threshold + 1e-6 and high >= model.open_set.threshold - 1e-6

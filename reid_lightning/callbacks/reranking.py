@@ -214,7 +214,7 @@ class LocalFeatureReranking(Callback):
                                     dataset.get_subset(unknown.numpy()), phase="calibration (validation): grouping")
         cut, ami = choose_discovery_threshold(graph, true_labels=labels.numpy())
         self.open_set = replace(self.open_set, discovery_threshold=cut, discovery_k=self.discovery_k,
-                                discovery_ami=ami)
+                                discovery_ami=ami, discovery_interval=None)
         rank_zero_info(f"new photos grouped at fused probability {cut:.4f} (AMI {ami:.4f} on {len(unknown)} "
                        "validation photos of individuals absent from the gallery)")
 

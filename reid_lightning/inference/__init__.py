@@ -3,7 +3,12 @@ decision ("known individual X, or a new one?"), ``predictions.csv`` and the grou
 individuals."""
 
 from reid_lightning.inference.dendrogram import ami_per_cut
-from reid_lightning.inference.discovery import Discovery, choose_discovery_threshold, discover
+from reid_lightning.inference.discovery import (
+    Discovery,
+    choose_discovery_threshold,
+    different_identity_floor,
+    discover,
+)
 from reid_lightning.inference.knn import KnnClassifier
 from reid_lightning.inference.open_set import (
     NEW_INDIVIDUAL,
@@ -31,6 +36,7 @@ from reid_lightning.runtime.grouping import (
 
 __all__ = ["NEW_INDIVIDUAL", "Dendrogram", "Discovery", "KnnClassifier", "OpenSetDecision", "OpenSetModel",
            "QueryDiscovery", "RankedAnswers", "SimilarityGraph", "TopkClassifier", "ami_per_cut", "build_dendrogram",
-           "choose_discovery_threshold", "choose_threshold", "cosine_of_pairs", "decision_inputs", "discover", "discover_unknown_queries",
+           "choose_discovery_threshold", "choose_threshold", "cosine_of_pairs", "decision_inputs", "different_identity_floor",
+           "discover", "discover_unknown_queries",
            "fit_open_set", "held_out_gallery_identities", "number_by_size", "open_set_log_values",
            "open_set_predict", "prediction_frame", "similarity_graph"]

@@ -31,7 +31,8 @@ from ..runtime.answers import NEW_INDIVIDUAL, answered_new
 from ..runtime.calibration import answer_confidence
 from ..runtime.grouping import DEFAULT_K, Discovery, group_new_photos
 from ..similarity.calibration import Calibration, IsotonicCalibration, expected_calibration_error
-from .discovery import choose_discovery_threshold
+from .choice_intervals import LEVEL, cut_interval, threshold_interval
+from .discovery import choose_discovery_threshold, different_identity_floor
 
 
 def _to_numpy(values: Any) -> np.ndarray:
@@ -127,13 +128,18 @@ def held_out_gallery_identities(*, query_labels: Tensor, gallery_labels: Tensor,
     return ~torch.isin(gallery_labels, torch.from_numpy(held))
 
 
-def choose_threshold(*, query_labels: Tensor, known: Tensor, top1_labels: Tensor, scores: Tensor
-                     ) -> tuple[float, float]:
-    """The threshold maximising ``gmean = sqrt(BAKS * BAUS)`` on these queries, and that gmean.
+def choose_threshold(*, query_labels: Tensor, known: Tensor, top1_labels: Tensor, scores: Tensor,
+                     smoothing: float = 0.0) -> tuple[float, float]:
+    """The threshold maximising ``gmean = sqrt(BAKS * BAUS)`` on these queries, and its gmean.
 
-    Every cut between two consecutive distinct scores is tried (plus "all known" and "all new"); the threshold
-    returned is the midpoint of the best cut, so that it does not sit on a validation score. Ties between cuts go
-    to the lowest threshold. Needs known and unknown queries.
+    ``smoothing`` 0: every cut between two consecutive distinct scores is tried (plus "all known" and "all new");
+    the threshold returned is the midpoint of the best cut, so that it does not sit on a validation score. Ties
+    between cuts go to the lowest threshold.
+
+    ``smoothing`` w > 0: the threshold whose mean gmean over the thresholds within ``± w`` (on the score scale, in
+    steps of ``w / 10``) is highest. With a handful of identities the gmean curve is jagged and its highest point
+    often sits at the edge of a plateau; the smoothed maximum lands inside it.
+    Needs known and unknown queries.
     """
     known = known.cpu().bool()
     if not known.any() or known.all():
@@ -142,17 +148,33 @@ def choose_threshold(*, query_labels: Tensor, known: Tensor, top1_labels: Tensor
     query_labels, top1_labels = query_labels.cpu(), top1_labels.cpu()
     scores = torch.nan_to_num(scores.cpu().double(), nan=-math.inf)
     distinct = torch.unique(scores[torch.isfinite(scores)])  # ascending
-    # cut i accepts scores >= cuts[i]: below everything, between neighbours, above everything
-    cuts = torch.cat([distinct[:1] - 1, (distinct[1:] + distinct[:-1]) / 2, distinct[-1:] + 1]) \
-        if len(distinct) else torch.zeros(1, dtype=torch.float64)
+    if smoothing > 0 and len(distinct):
+        step = smoothing / 10
+        cuts = torch.arange(float(distinct[0]) - smoothing - step, float(distinct[-1]) + smoothing + 2 * step, step,
+                            dtype=torch.float64)
+    elif len(distinct):  # cut i accepts scores >= cuts[i]: below everything, between neighbours, above everything
+        cuts = torch.cat([distinct[:1] - 1, (distinct[1:] + distinct[:-1]) / 2, distinct[-1:] + 1])
+    else:
+        cuts = torch.zeros(1, dtype=torch.float64)
+    gmean = _gmean_per_cut(cuts, query_labels=query_labels, known=known, top1_labels=top1_labels, scores=scores)
+    objective = gmean
+    if smoothing > 0 and len(distinct):
+        window = torch.ones(1, 1, 21, dtype=torch.float64) / 21
+        objective = torch.nn.functional.conv1d(torch.nn.functional.pad(gmean[None, None], (10, 10), mode="replicate"),
+                                               window).flatten()
+    best = int(torch.argmax(objective))
+    return float(cuts[best]), float(gmean[best])
+
+
+def _gmean_per_cut(cuts: Tensor, *, query_labels: Tensor, known: Tensor, top1_labels: Tensor, scores: Tensor
+                   ) -> Tensor:
+    """(T,) sqrt(BAKS * BAUS) when scores ``>= cuts[t]`` are answered known."""
     accepted = scores[None, :] >= cuts[:, None]  # (T, Q)
     right_known = accepted & (top1_labels == query_labels)[None, :]
     _, known_id = torch.unique(query_labels[known], return_inverse=True)
     _, unknown_id = torch.unique(query_labels[~known], return_inverse=True)
-    gmean = torch.sqrt(per_identity_mean(right_known[:, known], known_id)
-                       * per_identity_mean(~accepted[:, ~known], unknown_id))
-    best = int(torch.argmax(gmean))
-    return float(cuts[best]), float(gmean[best])
+    return torch.sqrt(per_identity_mean(right_known[:, known], known_id)
+                      * per_identity_mean(~accepted[:, ~known], unknown_id))
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -173,6 +195,11 @@ class OpenSetModel:
         discovery_k: None: the grouping uses all pairs of new photos; a number: each photo's ``discovery_k``
             nearest new photos (the graph of models saved before all pairs were used).
         discovery_ami: adjusted mutual information of the cut on the unknown queries it was chosen on.
+        threshold_interval, discovery_interval: central 90 % of the threshold / cut chosen on resamples of the
+            validation identities (:mod:`~reid_lightning.inference.choice_intervals`): how far the choice moves
+            with which animals validation holds.
+        unseen_identities: identities whose queries were unknown when choosing (kept out of training, or held out
+            of the gallery).
     """
 
     threshold: float | None
@@ -184,14 +211,19 @@ class OpenSetModel:
     discovery_threshold: float | None = None
     discovery_k: int | None = None
     discovery_ami: float | None = None
+    threshold_interval: tuple[float, float] | None = None
+    discovery_interval: tuple[float, float] | None = None
+    unseen_identities: int | None = None
 
     def with_overrides(self, *, threshold: float | None = None, discovery_threshold: float | None = None
                        ) -> OpenSetModel:
         """This model with fixed cuts (``--model.open_set_threshold``, ``--model.discovery_threshold``) where given;
         the calibration is kept."""
-        model = self if threshold is None else replace(self, threshold=float(threshold), validation_gmean=None)
+        model = self if threshold is None else replace(self, threshold=float(threshold), validation_gmean=None,
+                                                       threshold_interval=None)
         if discovery_threshold is not None:
-            model = replace(model, discovery_threshold=float(discovery_threshold), discovery_ami=None)
+            model = replace(model, discovery_threshold=float(discovery_threshold), discovery_ami=None,
+                            discovery_interval=None)
         return model
 
     def group(self, embeddings: Tensor) -> Discovery | None:
@@ -223,9 +255,28 @@ class OpenSetModel:
                     "--model.open_set_threshold")
         held = f" with {self.held_out}" if self.held_out else ""
         grouping = ("" if self.discovery_threshold is None else f"; new photos grouped at cosine "
-                    f"{self.discovery_threshold:.4f} (AMI {self.discovery_ami:.4f} on the unknown queries)")
-        return (f"open-set threshold {self.threshold:.4f} ({self.score}) chosen on {num_queries} validation "
-                f"queries{held}: sqrt(BAKS*BAUS) = {self.validation_gmean:.4f}{grouping}")
+                    f"{self.discovery_threshold:.4f}{_between(self.discovery_interval)} (AMI "
+                    f"{self.discovery_ami:.4f} on the unknown queries)")
+        if self.validation_gmean is None:
+            return f"open-set threshold {self.threshold:.4f} ({self.score}) given (--model.open_set_threshold){grouping}"
+        return (f"open-set threshold {self.threshold:.4f}{_between(self.threshold_interval)} ({self.score}) chosen "
+                f"on {num_queries} validation queries{held}: sqrt(BAKS*BAUS) = {self.validation_gmean:.4f}{grouping}")
+
+    def caution(self) -> str | None:
+        """One line when the choice rests on too few unknown validation identities: the consequence and what to
+        do (None otherwise)."""
+        if self.threshold is None or self.unseen_identities is None or self.validation_gmean is None:
+            return None
+        if self.held_out:
+            return ("no validation identity was kept out of training, so the new-individual threshold was chosen "
+                    "on trained identities held out of the gallery, which answers too many new animals as known "
+                    "(README: Who is this, measured); pass --data.val_unseen_ratio 0.1")
+        if self.unseen_identities >= SMALL_VALIDATION_IDENTITIES:
+            return None
+        return (f"only {self.unseen_identities} validation identities were kept out of training: the new-individual "
+                f"threshold and the grouping cut rest on them and move with which animals they are (intervals "
+                f"above), so the threshold is the best gmean averaged over +-{THRESHOLD_SMOOTHING} of the score; "
+                "keep more animals out (--data.val_unseen_ratio) or review the answers")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values: the checkpoint entry and the content of ``threshold.json``."""
@@ -234,7 +285,8 @@ class OpenSetModel:
                 "named_right": None if self.named_right is None else self.named_right.to_dict(),
                 "new_right": None if self.new_right is None else self.new_right.to_dict(),
                 "discovery_threshold": self.discovery_threshold, "discovery_k": self.discovery_k,
-                "discovery_ami": self.discovery_ami}
+                "discovery_ami": self.discovery_ami, "threshold_interval": _listed(self.threshold_interval),
+                "discovery_interval": _listed(self.discovery_interval), "unseen_identities": self.unseen_identities}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OpenSetModel:
@@ -245,7 +297,10 @@ class OpenSetModel:
                    validation_gmean=data.get("validation_gmean"), named_right=calibration(data.get("named_right")),
                    new_right=calibration(data.get("new_right")), held_out=data.get("held_out", ""),
                    discovery_threshold=data.get("discovery_threshold"),
-                   discovery_k=data.get("discovery_k", DEFAULT_K), discovery_ami=data.get("discovery_ami"))
+                   discovery_k=data.get("discovery_k", DEFAULT_K), discovery_ami=data.get("discovery_ami"),
+                   threshold_interval=_pair(data.get("threshold_interval")),
+                   discovery_interval=_pair(data.get("discovery_interval")),
+                   unseen_identities=data.get("unseen_identities"))
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON (``threshold.json``)."""
@@ -256,6 +311,24 @@ class OpenSetModel:
     @classmethod
     def load(cls, path: str | Path) -> OpenSetModel:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+SMALL_VALIDATION_IDENTITIES = 10
+"""Fewer unknown validation identities than this make a small-catalogue choice (smoothed threshold, a caution)."""
+THRESHOLD_SMOOTHING = 0.05
+"""Half-width of the score window a small catalogue's gmean is averaged over (measured: bench_small_catalogue)."""
+
+
+def _between(interval: tuple[float, float] | None) -> str:
+    return "" if interval is None else f" [{interval[0]:.4f}, {interval[1]:.4f}] ({LEVEL:.0%} over resampled identities)"
+
+
+def _listed(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [float(interval[0]), float(interval[1])]
+
+
+def _pair(values: list[float] | None) -> tuple[float, float] | None:
+    return None if values is None else (float(values[0]), float(values[1]))
 
 
 def fit_open_set(results: RetrievalResults, *, score: str, holdout: float = 0.2, seed: int = 0,
@@ -280,25 +353,34 @@ def fit_open_set(results: RetrievalResults, *, score: str, holdout: float = 0.2,
         held_out = (f"{len(torch.unique(results.gallery_labels.cpu()[~keep.cpu()]))} validation identities held "
                     "out of the gallery (no validation query was of an unknown identity)")
     threshold = gmean = None
+    unseen = len(torch.unique(inputs["query_labels"][~inputs["known"]]))
+    smoothing = THRESHOLD_SMOOTHING if unseen < SMALL_VALIDATION_IDENTITIES else 0.0
     if inputs["known"].any() and not inputs["known"].all():
-        threshold, gmean = choose_threshold(**inputs)
+        threshold, gmean = choose_threshold(**inputs, smoothing=smoothing)
     elif not held_out:
         held_out = "no threshold: the validation queries are all known or all unknown"
     named_right, new_right = _fit_confidence(inputs)
-    cut, ami = _choose_cut(embeddings, inputs, discovery_k) if embeddings is not None else (None, None)
-    return OpenSetModel(threshold, score, gmean, named_right, new_right, held_out, cut, discovery_k, ami)
+    cut, ami, cut_range = _choose_cut(embeddings, inputs, discovery_k, seed) if embeddings is not None else (
+        None, None, None)
+    interval = None if threshold is None else threshold_interval(inputs, smoothing=smoothing, seed=seed)
+    return OpenSetModel(threshold, score, gmean, named_right, new_right, held_out, cut, discovery_k, ami,
+                        threshold_interval=interval, discovery_interval=cut_range, unseen_identities=unseen)
 
 
-def _choose_cut(embeddings: Tensor, inputs: dict[str, Tensor], k: int | None
-                ) -> tuple[float | None, float | None]:
-    """The discovery cut with the best AMI on the unknown queries (real, or made by holding identities out)."""
+def _choose_cut(embeddings: Tensor, inputs: dict[str, Tensor], k: int | None, seed: int
+                ) -> tuple[float | None, float | None, tuple[float, float] | None]:
+    """The discovery cut with the best AMI on the unknown queries (real, or made by holding identities out), at
+    or above :func:`different_identity_floor` of all the queries, and its interval over resampled identities."""
     unknown = ~inputs["known"]
-    labels = inputs["query_labels"][unknown]
-    if int(unknown.sum()) < 3 or len(torch.unique(labels)) < 2:
-        return None, None
-    photos = embeddings.detach().float().cpu()[unknown]
-    return choose_discovery_threshold(photos, true_labels=labels.numpy(),
-                                      k=None if k is None else min(k, len(photos) - 1))
+    labels = inputs["query_labels"][unknown].numpy()
+    if int(unknown.sum()) < 3 or len(np.unique(labels)) < 2:
+        return None, None, None
+    everyone = embeddings.detach().float().cpu()
+    photos = everyone[unknown]
+    lowest = different_identity_floor(everyone, true_labels=inputs["query_labels"].numpy())
+    k = None if k is None else min(k, len(photos) - 1)
+    cut, ami = choose_discovery_threshold(photos, true_labels=labels, k=k, lowest=lowest)
+    return cut, ami, cut_interval(photos, true_labels=labels, k=k, lowest=lowest, seed=seed)
 
 
 def _fit_confidence(inputs: dict[str, Tensor]) -> tuple[Calibration | None, Calibration | None]:

@@ -229,6 +229,13 @@ class ReIDModule(L.LightningModule):
             self.log("val/open/choice_gmean", self.open_set.validation_gmean, sync_dist=False)
         (rank_zero_info if self.open_set.threshold is not None else rank_zero_warn)(
             self.open_set.summary(results.num_queries))
+        if self.open_set.caution() is not None:
+            rank_zero_warn(self.open_set.caution())
+        for name, interval in (("threshold", self.open_set.threshold_interval),
+                               ("discovery_cut", self.open_set.discovery_interval)):
+            if interval is not None:
+                self.log(f"val/open/{name}_low", interval[0], sync_dist=False)
+                self.log(f"val/open/{name}_high", interval[1], sync_dist=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["open_set"] = None if self.open_set is None else self.open_set.to_dict()
