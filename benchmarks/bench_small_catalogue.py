@@ -88,7 +88,7 @@ def train(name: str, spec: dict, args) -> Path:
     print(" ".join(command), flush=True)
     folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(command, check=True, cwd=folder)
-    return sorted(folder.rglob("last.ckpt"))[0]
+    return min(folder.rglob("last.ckpt"))
 
 
 def best_cut_ari(embeddings: torch.Tensor, labels: np.ndarray, *, k: int | None) -> float:

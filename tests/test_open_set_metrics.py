@@ -9,7 +9,6 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from reid_lightning.inference.open_set import SMALL_VALIDATION_IDENTITIES, THRESHOLD_SMOOTHING
 from reid_lightning.inference import (
     OpenSetModel,
     choose_threshold,
@@ -18,6 +17,7 @@ from reid_lightning.inference import (
     held_out_gallery_identities,
     open_set_log_values,
 )
+from reid_lightning.inference.open_set import SMALL_VALIDATION_IDENTITIES, THRESHOLD_SMOOTHING
 from reid_lightning.metrics import OpenSetMetrics, open_set_metrics
 from reid_lightning.retrieval import RetrievalResults
 from reid_lightning.similarity.calibration import IsotonicCalibration
