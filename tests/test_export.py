@@ -124,7 +124,7 @@ def test_runtime_runs_where_torch_cannot_be_imported(exported, tmp_path):
             pass
         else:
             raise SystemExit("torch imported")
-        from reid_lightning.runtime.identifier import Identifier
+        from reid_lightning.runtime import Identifier
         identifier = Identifier({str(exported / "bundle")!r})
         rows, unreadable = identifier.identify([{str(exported / "new" / "a.jpg")!r}])
         assert not [m for m in sys.modules if m.split(".")[0] in BLOCKED]

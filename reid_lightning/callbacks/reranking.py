@@ -279,7 +279,7 @@ class LocalFeatureReranking(Callback):
         report = self.reranker.fusion_report
         if report is not None:
             logged.update({f"fusion_val_top1/{name}": top1 for name, top1 in report.top1.items()})
-            rank_zero_info(f"fusion rule chosen on validation: {report.chosen} (out-of-fold top-1 "
+            rank_zero_info(f"fusion rule chosen on validation: {report.reason} (out-of-fold top-1 "
                            + ", ".join(f"{name} {top1:.3f}" for name, top1 in report.top1.items()) + ")")
         for name, value in logged.items():
             pl_module.log(f"test/reranked/{name}", float(value), sync_dist=False)

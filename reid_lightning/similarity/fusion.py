@@ -11,12 +11,14 @@ score type scored the pair). Candidates, simplest first (ties in the out-of-fold
 
 :func:`choose_fusion` measures each candidate's top-1 after reranking out of fold (queries split into folds,
 calibrators and rule fitted on the other folds) so that the kept rule is never below the better single part on
-validation. Rules are saved as JSON (``to_dict`` / :meth:`FusionRule.from_dict`), never pickled.
+validation; given a ``baseline`` (the global score), another rule replaces it only when it wins by more than the
+out-of-fold noise (the paired count of queries it gains and loses). Rules are saved as JSON (``to_dict`` / :meth:`FusionRule.from_dict`), never pickled.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -278,12 +280,14 @@ class FusionReport:
             fold could be evaluated).
         folds: folds evaluated (folds whose training queries cannot fit a calibrator are skipped).
         queries: held-out queries behind ``top1``.
+        reason: why ``chosen`` was kept, for people.
     """
 
     chosen: str
     top1: dict[str, float]
     folds: int
     queries: int
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -291,7 +295,12 @@ class FusionReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FusionReport:
         return cls(chosen=data["chosen"], top1=dict(data["top1"]), folds=int(data["folds"]),
-                   queries=int(data["queries"]))
+                   queries=int(data["queries"]), reason=data.get("reason", ""))
+
+
+NOISE_Z = 1.645
+"""A rule replaces the baseline when its net gain of queries exceeds ``NOISE_Z * sqrt(gained + lost)``: the
+one-sided 95 % level of the sign test on the queries where the two disagree (normal approximation)."""
 
 
 CalibrateFit = Callable[[Probabilities, Tensor], Callable[[Probabilities], dict[str, Tensor]]]
@@ -305,16 +314,18 @@ def query_folds(num_queries: int, folds: int, seed: int = 0) -> list[Tensor]:
 
 
 def out_of_fold_hits(scores: Probabilities, hits: Tensor, rules: Sequence[FusionRule], fit_calibrators: CalibrateFit,
-                     *, folds: int = 5, seed: int = 0) -> tuple[dict[str, int], int, int]:
+                     *, folds: int = 5, seed: int = 0) -> tuple[dict[str, Tensor], Tensor, int]:
     """Top-1 hits of each rule on held-out queries: for each fold, calibrators and rules are fitted on the other
     folds' pairs and the fold is reranked. ``scores``: raw ``(Q, B)`` per type, ``hits (Q, >= B)``.
 
-    Returns ``({rule name: queries whose reranked top-1 is a hit}, folds evaluated, queries evaluated)``; a fold
-    whose training part cannot fit the calibrators or a rule (e.g. no matching pair) is skipped for every rule.
+    Returns ``({rule name: (Q,) bool reranked top-1 is a hit}, (Q,) bool evaluated, folds evaluated)``; a fold
+    whose training part cannot fit the calibrators or a rule (e.g. no matching pair) is skipped for every rule
+    (its queries are not evaluated).
     """
     num_queries = next(iter(scores.values())).shape[0]
-    counts = dict.fromkeys((rule.name for rule in rules), 0)
-    used_folds = used_queries = 0
+    top1 = {rule.name: torch.zeros(num_queries, dtype=torch.bool) for rule in rules}
+    evaluated = torch.zeros(num_queries, dtype=torch.bool)
+    used_folds = 0
     for held in query_folds(num_queries, folds, seed):
         train = torch.ones(num_queries, dtype=torch.bool)
         train[held] = False
@@ -329,22 +340,40 @@ def out_of_fold_hits(scores: Probabilities, hits: Tensor, rules: Sequence[Fusion
         except ValueError:  # too few queries on this side (no matching or no non-matching pair)
             continue
         for rule in fitted:
-            counts[rule.name] += int(reranked_top1(rule(held_probabilities), hits[held]).sum())
+            top1[rule.name][held] = reranked_top1(rule(held_probabilities), hits[held])
+        evaluated[held] = True
         used_folds += 1
-        used_queries += len(held)
-    return counts, used_folds, used_queries
+    return top1, evaluated, used_folds
 
 
 def choose_fusion(scores: Probabilities, hits: Tensor, rules: Sequence[FusionRule], fit_calibrators: CalibrateFit,
-                  *, folds: int = 5, seed: int = 0, fallback: str = "mean") -> FusionReport:
+                  *, folds: int = 5, seed: int = 0, fallback: str = "mean", baseline: str | None = None
+                  ) -> FusionReport:
     """The rule with the best out-of-fold top-1 (:func:`out_of_fold_hits`); ties go to the simpler (earlier in
-    ``rules``, which :func:`candidate_rules` sorts simplest first). Without any evaluable fold, ``fallback``."""
-    counts, used_folds, used_queries = out_of_fold_hits(scores, hits, rules, fit_calibrators, folds=folds,
-                                                        seed=seed)
+    ``rules``, which :func:`candidate_rules` sorts simplest first). With ``baseline`` (a rule's name, e.g. the
+    global score), the best rule replaces it only when its net gain of held-out queries exceeds the noise
+    (:data:`NOISE_Z`). Without any evaluable fold, ``fallback``."""
+    top1, evaluated, used_folds = out_of_fold_hits(scores, hits, rules, fit_calibrators, folds=folds, seed=seed)
     if not used_folds:
-        return FusionReport(chosen=fallback, top1={}, folds=0, queries=0)
+        return FusionReport(chosen=fallback, top1={}, folds=0, queries=0,
+                            reason=f"{fallback}: no fold could be evaluated")
+    counts = {name: int(values[evaluated].sum()) for name, values in top1.items()}
+    used_queries = int(evaluated.sum())
     ranked = sorted(rules, key=lambda rule: (-counts[rule.name], rule.complexity))  # stable: earlier wins ties
-    return FusionReport(chosen=ranked[0].name, folds=used_folds, queries=used_queries,
+    best = ranked[0].name
+    reason = f"{best}: the best out-of-fold top-1 ({counts[best]} of {used_queries} queries)"
+    if baseline is not None and baseline in counts and best != baseline:
+        gained = int((top1[best] & ~top1[baseline] & evaluated).sum())
+        lost = int((~top1[best] & top1[baseline] & evaluated).sum())
+        noise = NOISE_Z * math.sqrt(gained + lost)
+        if gained - lost > noise:
+            reason = (f"{best}: {gained - lost:+d} queries out of fold against {baseline} ({gained} gained, {lost} "
+                      f"lost), above the noise {noise:.1f}")
+        else:
+            reason = (f"{baseline} kept: the best rule, {best}, gains {gained - lost:+d} queries out of fold "
+                      f"({gained} gained, {lost} lost), within the noise {noise:.1f}")
+            best = baseline
+    return FusionReport(chosen=best, folds=used_folds, queries=used_queries, reason=reason,
                         top1={rule.name: counts[rule.name] / used_queries for rule in rules})
 
 

@@ -199,8 +199,9 @@ class PairwiseReranker:
 
     def fit_calibrators(self, scores: Mapping[str, Tensor], *, hits: Tensor) -> PairwiseReranker:
         """Fit one calibrator per score type on ``(Q, B)`` pair scores and ``hits (Q, >= B)`` of their pairs, then
-        the fusion rule: with ``fusion="auto"`` the candidate with the best out-of-fold top-1 on these queries
-        (:attr:`fusion_report`), refitted on all of them."""
+        the fusion rule: with ``fusion="auto"`` the candidate with the best out-of-fold top-1 on these queries,
+        replacing the global score only when it wins by more than the out-of-fold noise (:attr:`fusion_report`),
+        refitted on all of them."""
         hits = hits[:, : next(iter(scores.values())).shape[1]].cpu()
         self.calibrators = self._fitted_calibrators(scores, hits)
         rules = candidate_rules(list(scores), self.weights)
@@ -212,9 +213,11 @@ class PairwiseReranker:
             calibrators = self._fitted_calibrators(train_scores, train_hits)
             return lambda values: self._calibrated(calibrators, values)
 
-        report = choose_fusion(scores, hits, rules, fit_on, folds=self.fusion_folds, seed=self.fusion_seed)
+        report = choose_fusion(scores, hits, rules, fit_on, folds=self.fusion_folds, seed=self.fusion_seed,
+                               baseline=GLOBAL_SCORE if GLOBAL_SCORE in scores else None)
         if self.fusion != "auto":
-            report = FusionReport(chosen=self.fusion, top1=report.top1, folds=report.folds, queries=report.queries)
+            report = FusionReport(chosen=self.fusion, top1=report.top1, folds=report.folds, queries=report.queries,
+                                  reason=f"{self.fusion}: fixed (fusion={self.fusion!r})")
         rule = rules[names.index(report.chosen)]
         self.fusion_rule = rule.fit(self.calibrate(scores), hits)
         self.fusion_report = report
