@@ -20,7 +20,7 @@ ENTRY_POINTS = ("train.py", "reid_lightning.export")
 def shell_lines(markdown: str) -> list[str]:
     """The command lines of the fenced ``bash`` blocks, continuation lines joined, comments dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", markdown, flags=re.S):
+    for block in re.findall(r"```bash\n(.*?)```", markdown, flags=re.DOTALL):
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.split("\n"):
             line = line.split(" #")[0].strip()
