@@ -409,26 +409,27 @@ def test_loss_upper_bound_is_the_clopper_pearson_bound(lost, queries):
     assert loss_upper_bound(queries, queries, 0.95) == 1.0
 
 @pytest.mark.parametrize("switched,chosen", [
-    # the local order picks slot 1 for these queries: queries 30-39 have their match there, queries 0-29 in slot 0
+    # the fusion picks slot 1 for these queries: queries 30-39 have their match there, queries 0-29 in slot 0
     (list(range(30, 36)) + [0, 1, 2], "global"),  # 6 gained, 3 lost: +3 <= 1.645 * sqrt(9) = 4.9, within noise
-    (list(range(30, 40)), "lg@0.5"),  # 10 gained, 0 lost: +10 > 1.645 * sqrt(10) = 5.2
+    (list(range(30, 40)), "mean"),  # 10 gained, 0 lost: +10 > 1.645 * sqrt(10) = 5.2
 ])
-def test_a_rule_replaces_the_global_score_only_beyond_the_out_of_fold_noise(switched, chosen):
+def test_a_fusion_replaces_the_best_single_score_only_beyond_the_out_of_fold_noise(switched, chosen):
     hits = torch.zeros(40, 2, dtype=torch.bool)
     hits[:30, 0] = True
     hits[30:, 1] = True
     local = torch.tensor([[1.0, 0.0]] * 40, dtype=torch.float64)
     local[switched] = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    # the mean of (1, 0.5) and the local (0, 1) prefers slot 1 exactly where the local score does
     scores = {"global": torch.tensor([[1.0, 0.5]] * 40, dtype=torch.float64), "lg@0.5": local}
 
     def uncalibrated(train_scores, train_hits):
         return lambda values: dict(values)
 
-    rules = [SingleScore("global"), SingleScore("lg@0.5")]
-    report = choose_fusion(scores, hits, rules, uncalibrated, folds=4, baseline="global")
-    assert report.top1["lg@0.5"] > report.top1["global"] == 30 / 40
+    rules = [SingleScore("global"), MeanFusion()]
+    report = choose_fusion(scores, hits, rules, uncalibrated, folds=4, baselines=["global"])
+    assert report.top1["mean"] > report.top1["global"] == 30 / 40
     assert report.chosen == chosen
     gained, lost = sum(q >= 30 for q in switched), sum(q < 30 for q in switched)
     assert f"({gained} gained, {lost} lost)" in report.reason
-    # without a baseline the best out-of-fold top-1 wins, however small the margin
-    assert choose_fusion(scores, hits, rules, uncalibrated, folds=4).chosen == "lg@0.5"
+    # without baselines the best out-of-fold top-1 wins, however small the margin
+    assert choose_fusion(scores, hits, rules, uncalibrated, folds=4).chosen == "mean"

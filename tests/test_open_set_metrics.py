@@ -262,6 +262,7 @@ def test_validation_with_two_unseen_identities_warns_once_in_one_line_and_logs_t
     trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path, accelerator="cpu")
     with pytest.warns(UserWarning, match=r"^only 2 validation identities were kept out of training") as caught:
         trainer.validate(model, datamodule=data)
+        trainer.validate(model, datamodule=data)  # a second validation (a fit's next epoch) says it no more
     cautions = [str(w.message) for w in caught if "validation identities were kept out" in str(w.message)]
     assert len(cautions) == 1 and "\n" not in cautions[0]
     expected, _ = choose_threshold(**decision_inputs(model.evaluation_results()), smoothing=THRESHOLD_SMOOTHING)
@@ -269,3 +270,25 @@ def test_validation_with_two_unseen_identities_warns_once_in_one_line_and_logs_t
     metrics = trainer.callback_metrics
     low, high = metrics["val/open/threshold_low"].item(), metrics["val/open/threshold_high"].item()
     assert low <= model.open_set.threshold + 1e-6 and high >= model.open_set.threshold - 1e-6
+
+
+@pytest.mark.parametrize("photos_of_the_big_one,expected_k", [(8, 10), (21, None)])
+def test_new_photos_are_grouped_on_all_pairs_when_a_validation_animal_has_more_than_20_photos(
+        photos_of_the_big_one, expected_k):
+    # gallery animals 0-2; unknown validation animals 10 (big), 11 and 12 (3 photos each); one-hot-like embeddings
+    sizes = {10: photos_of_the_big_one, 11: 3, 12: 3}
+    labels = torch.tensor([0, 1, 2] + [a for a, n in sizes.items() for _ in range(n)])
+    scores = torch.full((len(labels), 3), 0.1, dtype=torch.float64)
+    scores[torch.arange(3), torch.arange(3)] = 0.9
+    scores[3:, 0] = 0.3
+    results = RetrievalResults.from_scores(scores, gallery_labels=torch.arange(3), query_labels=labels)
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.linalg.qr(torch.randn(16, 16, generator=generator))[0]
+    embeddings = centres[labels % 16] + 0.05 * torch.randn(len(labels), 16, generator=generator)
+    model = fit_open_set(results, score="top-1 cosine score", embeddings=embeddings)
+    assert model.discovery_k == expected_k
+    pairs = "all pairs" if expected_k is None else "each photo's 10 nearest"
+    assert f"new photos grouped on {pairs} at cosine" in model.summary(len(labels))
+    # the three unknown animals are recovered either way
+    grouped = model.group(embeddings[3:])
+    assert grouped.num_groups == 3

@@ -103,6 +103,7 @@ class ReIDModule(L.LightningModule):
         self.trained_input_config: dict | None = None
         """Input ``size``/``mean``/``std`` of the training run (recorded at fit, saved in checkpoints)."""
         self.open_set: OpenSetModel | None = None
+        self._cautions_given: set[str] = set()  # each caution once per run, not at every validation
         """Threshold, confidence calibration and discovery cut chosen on the last validation (in checkpoints)."""
         self.discovery: QueryDiscovery | None = None
         """The last evaluation's queries of identities absent from the gallery, grouped at the discovery cut."""
@@ -229,8 +230,10 @@ class ReIDModule(L.LightningModule):
             self.log("val/open/choice_gmean", self.open_set.validation_gmean, sync_dist=False)
         (rank_zero_info if self.open_set.threshold is not None else rank_zero_warn)(
             self.open_set.summary(results.num_queries))
-        if self.open_set.caution() is not None:
-            rank_zero_warn(self.open_set.caution())
+        caution = self.open_set.caution()
+        if caution is not None and caution not in self._cautions_given:
+            self._cautions_given.add(caution)
+            rank_zero_warn(caution)
         for name, interval in (("threshold", self.open_set.threshold_interval),
                                ("discovery_cut", self.open_set.discovery_interval)):
             if interval is not None:

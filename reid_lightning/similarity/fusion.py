@@ -11,8 +11,8 @@ score type scored the pair). Candidates, simplest first (ties in the out-of-fold
 
 :func:`choose_fusion` measures each candidate's top-1 after reranking out of fold (queries split into folds,
 calibrators and rule fitted on the other folds) so that the kept rule is never below the better single part on
-validation; given a ``baseline`` (the global score), another rule replaces it only when it wins by more than the
-out-of-fold noise (the paired count of queries it gains and loses). Rules are saved as JSON (``to_dict`` / :meth:`FusionRule.from_dict`), never pickled.
+validation; given ``baselines`` (each score type alone), the best of them is kept unless a fusion beats it by
+more than the out-of-fold noise (the paired count of queries it gains and loses). Rules are saved as JSON (``to_dict`` / :meth:`FusionRule.from_dict`), never pickled.
 """
 
 from __future__ import annotations
@@ -347,12 +347,12 @@ def out_of_fold_hits(scores: Probabilities, hits: Tensor, rules: Sequence[Fusion
 
 
 def choose_fusion(scores: Probabilities, hits: Tensor, rules: Sequence[FusionRule], fit_calibrators: CalibrateFit,
-                  *, folds: int = 5, seed: int = 0, fallback: str = "mean", baseline: str | None = None
+                  *, folds: int = 5, seed: int = 0, fallback: str = "mean", baselines: Sequence[str] = ()
                   ) -> FusionReport:
     """The rule with the best out-of-fold top-1 (:func:`out_of_fold_hits`); ties go to the simpler (earlier in
-    ``rules``, which :func:`candidate_rules` sorts simplest first). With ``baseline`` (a rule's name, e.g. the
-    global score), the best rule replaces it only when its net gain of held-out queries exceeds the noise
-    (:data:`NOISE_Z`). Without any evaluable fold, ``fallback``."""
+    ``rules``, which :func:`candidate_rules` sorts simplest first). With ``baselines`` (rule names, e.g. each score
+    type alone), the best baseline is kept unless another rule's net gain of held-out queries over it exceeds the
+    noise (:data:`NOISE_Z`). Without any evaluable fold, ``fallback``."""
     top1, evaluated, used_folds = out_of_fold_hits(scores, hits, rules, fit_calibrators, folds=folds, seed=seed)
     if not used_folds:
         return FusionReport(chosen=fallback, top1={}, folds=0, queries=0,
@@ -362,17 +362,18 @@ def choose_fusion(scores: Probabilities, hits: Tensor, rules: Sequence[FusionRul
     ranked = sorted(rules, key=lambda rule: (-counts[rule.name], rule.complexity))  # stable: earlier wins ties
     best = ranked[0].name
     reason = f"{best}: the best out-of-fold top-1 ({counts[best]} of {used_queries} queries)"
-    if baseline is not None and baseline in counts and best != baseline:
-        gained = int((top1[best] & ~top1[baseline] & evaluated).sum())
-        lost = int((~top1[best] & top1[baseline] & evaluated).sum())
+    kept = next((rule.name for rule in ranked if rule.name in baselines), None)
+    if kept is not None and best != kept:
+        gained = int((top1[best] & ~top1[kept] & evaluated).sum())
+        lost = int((~top1[best] & top1[kept] & evaluated).sum())
         noise = NOISE_Z * math.sqrt(gained + lost)
         if gained - lost > noise:
-            reason = (f"{best}: {gained - lost:+d} queries out of fold against {baseline} ({gained} gained, {lost} "
-                      f"lost), above the noise {noise:.1f}")
+            reason = (f"{best}: {gained - lost:+d} queries out of fold against {kept}, the best single score "
+                      f"({gained} gained, {lost} lost), above the noise {noise:.1f}")
         else:
-            reason = (f"{baseline} kept: the best rule, {best}, gains {gained - lost:+d} queries out of fold "
+            reason = (f"{kept} kept (the best single score): {best} gains {gained - lost:+d} queries out of fold "
                       f"({gained} gained, {lost} lost), within the noise {noise:.1f}")
-            best = baseline
+            best = kept
     return FusionReport(chosen=best, folds=used_folds, queries=used_queries, reason=reason,
                         top1={rule.name: counts[rule.name] / used_queries for rule in rules})
 

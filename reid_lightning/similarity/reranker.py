@@ -199,8 +199,8 @@ class PairwiseReranker:
 
     def fit_calibrators(self, scores: Mapping[str, Tensor], *, hits: Tensor) -> PairwiseReranker:
         """Fit one calibrator per score type on ``(Q, B)`` pair scores and ``hits (Q, >= B)`` of their pairs, then
-        the fusion rule: with ``fusion="auto"`` the candidate with the best out-of-fold top-1 on these queries,
-        replacing the global score only when it wins by more than the out-of-fold noise (:attr:`fusion_report`),
+        the fusion rule: with ``fusion="auto"`` the best score type alone by out-of-fold top-1 on these queries,
+        replaced by a fusion only when it wins by more than the out-of-fold noise (:attr:`fusion_report`),
         refitted on all of them."""
         hits = hits[:, : next(iter(scores.values())).shape[1]].cpu()
         self.calibrators = self._fitted_calibrators(scores, hits)
@@ -214,7 +214,7 @@ class PairwiseReranker:
             return lambda values: self._calibrated(calibrators, values)
 
         report = choose_fusion(scores, hits, rules, fit_on, folds=self.fusion_folds, seed=self.fusion_seed,
-                               baseline=GLOBAL_SCORE if GLOBAL_SCORE in scores else None)
+                               baselines=list(scores))
         if self.fusion != "auto":
             report = FusionReport(chosen=self.fusion, top1=report.top1, folds=report.folds, queries=report.queries,
                                   reason=f"{self.fusion}: fixed (fusion={self.fusion!r})")
