@@ -11,7 +11,6 @@ complete, so a half-written bundle never looks finished.
 from __future__ import annotations
 
 import datetime
-import sys
 import time
 from pathlib import Path
 
@@ -147,4 +146,4 @@ def main(args: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()  # LightningCLI reads sys.argv
