@@ -152,7 +152,7 @@ def test_fit_open_set_holds_out_identities_and_calibrates_the_confidence(tmp_pat
     inputs = decision_inputs(results, keep_gallery=held_out_gallery_identities(
         query_labels=results.query_labels, gallery_labels=results.gallery_labels, fraction=0.4, seed=0))
     # 2 identities held out: fewer than SMALL_VALIDATION_IDENTITIES, so the smoothed rule
-    expected, gmean = choose_threshold(**inputs, smoothing=THRESHOLD_SMOOTHING)
+    expected, gmean = choose_threshold(**inputs, smoothing=window(inputs["scores"]))
     assert model.threshold == pytest.approx(expected) and model.validation_gmean == pytest.approx(gmean)
     # named answers with high scores were all right on validation, low ones all wrong
     high, low = torch.tensor([0.97]), torch.tensor([0.31])
@@ -219,6 +219,12 @@ def test_fit_open_set_reports_its_intervals_and_keeps_them_through_saving(tmp_pa
 # single cut is the midpoint (0.66 + 0.7) / 2 = 0.68. Smoothed over +-0.05 on the grid of 0.005 steps, the 21
 # thresholds around 0.715 hold 8 x 1 + 10 x 0.894 + 3 x 0.775 = 19.27, around 0.71 0.707 + 8 + 8.94 + 2 x 0.775
 # = 19.20, around 0.72 7 + 8.94 + 4 x 0.775 = 19.04: the smoothed threshold is 0.715.
+def window(scores):
+    """THRESHOLD_SMOOTHING of the 5th-95th percentile spread of the finite scores, with numpy."""
+    finite = scores.numpy()[np.isfinite(scores.numpy())]
+    return THRESHOLD_SMOOTHING * float(np.quantile(finite, 0.95) - np.quantile(finite, 0.05))
+
+
 SMALL = {"query_labels": torch.tensor([0, 1, 2, 3, 4, 10, 11]),
          "known": torch.tensor([True] * 5 + [False] * 2),
          "top1_labels": torch.tensor([0, 1, 2, 3, 4, 0, 1]),
@@ -239,7 +245,10 @@ def test_two_unseen_validation_identities_give_the_caution_and_the_smoothed_thre
     results = RetrievalResults.from_scores(scores, gallery_labels=gallery_labels, query_labels=SMALL["query_labels"])
     model = fit_open_set(results, score="top-1 cosine score")
     assert model.unseen_identities == 2 < SMALL_VALIDATION_IDENTITIES
-    assert model.threshold == pytest.approx(0.715, abs=1e-9)
+    # 9 % of the 5th-95th percentile spread of the 7 scores (0.548 .. 0.885): a window of +-0.0303
+    assert window(SMALL["scores"]) == pytest.approx(0.09 * (0.885 - 0.548), abs=1e-9)
+    assert model.threshold == pytest.approx(choose_threshold(**SMALL, smoothing=window(SMALL["scores"]))[0])
+    assert model.threshold != pytest.approx(choose_threshold(**SMALL)[0])
     caution = model.caution()
     assert "\n" not in caution and caution.startswith("only 2 validation identities were kept out of training")
     assert "--data.val_unseen_ratio" in caution
@@ -265,7 +274,8 @@ def test_validation_with_two_unseen_identities_warns_once_in_one_line_and_logs_t
         trainer.validate(model, datamodule=data)  # a second validation (a fit's next epoch) says it no more
     cautions = [str(w.message) for w in caught if "validation identities were kept out" in str(w.message)]
     assert len(cautions) == 1 and "\n" not in cautions[0]
-    expected, _ = choose_threshold(**decision_inputs(model.evaluation_results()), smoothing=THRESHOLD_SMOOTHING)
+    inputs = decision_inputs(model.evaluation_results())
+    expected, _ = choose_threshold(**inputs, smoothing=window(inputs["scores"]))
     assert model.open_set.threshold == pytest.approx(expected)
     metrics = trainer.callback_metrics
     low, high = metrics["val/open/threshold_low"].item(), metrics["val/open/threshold_high"].item()
