@@ -44,8 +44,8 @@ from reid_lightning.inference import (
     choose_discovery_threshold,
     choose_threshold,
     decision_inputs,
-    fit_open_set,
     different_identity_floor,
+    fit_open_set,
     held_out_gallery_identities,
 )
 from reid_lightning.metrics import open_set_metrics
