@@ -18,7 +18,8 @@ from reid_lightning.inference import (
     held_out_gallery_identities,
     open_set_log_values,
 )
-from reid_lightning.inference.open_set import SMALL_VALIDATION_IDENTITIES, THRESHOLD_SMOOTHING
+from reid_lightning.inference.open_set import SMALL_VALIDATION_IDENTITIES
+from reid_lightning.inference.threshold import THRESHOLD_SMOOTHING
 from reid_lightning.metrics import OpenSetMetrics, open_set_metrics
 from reid_lightning.retrieval import RetrievalResults
 from reid_lightning.similarity.calibration import IsotonicCalibration

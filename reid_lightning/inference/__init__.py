@@ -15,7 +15,6 @@ from reid_lightning.inference.open_set import (
     OpenSetDecision,
     OpenSetModel,
     QueryDiscovery,
-    choose_threshold,
     decision_inputs,
     discover_unknown_queries,
     fit_open_set,
@@ -24,6 +23,7 @@ from reid_lightning.inference.open_set import (
     open_set_predict,
 )
 from reid_lightning.inference.predictions import RankedAnswers, prediction_frame
+from reid_lightning.inference.threshold import choose_threshold
 from reid_lightning.inference.topk import TopkClassifier
 from reid_lightning.runtime.grouping import (
     Dendrogram,

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .discovery import choose_discovery_threshold
+from .threshold import choose_threshold
 
 RESAMPLES = 100
 LEVEL = 0.9
@@ -41,8 +42,6 @@ def threshold_interval(inputs: dict[str, Tensor], *, smoothing: float = 0.0, res
     """Interval of :func:`~reid_lightning.inference.choose_threshold` (with ``smoothing``) over resamples of the
     identities of ``inputs`` (:func:`~reid_lightning.inference.decision_inputs`: known and unknown queries); None
     without both."""
-    from .open_set import choose_threshold  # open_set builds its model with these intervals
-
     known = inputs["known"].cpu().bool()
     labels = inputs["query_labels"].cpu().numpy()
     if known.all() or not known.any():
