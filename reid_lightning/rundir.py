@@ -71,3 +71,9 @@ def write_new_file(path: Path, data: bytes) -> Path:
         raise FileExistsError(f"no free file name for {path} after 10000 tries")
     finally:
         os.unlink(temp)
+
+
+def companion_path(predictions: Path, suffix: str) -> Path:
+    """``predictions_<suffix>.csv`` beside ``predictions.csv`` (``predictions-1_<suffix>.csv`` beside
+    ``predictions-1.csv``)."""
+    return predictions.with_name(f"{predictions.stem}_{suffix}.csv")

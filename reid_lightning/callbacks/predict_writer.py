@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -15,11 +17,14 @@ from torch import Tensor
 from ..distributed import gather_in_order
 from ..inference.discovery import Discovery
 from ..inference.gallery_cache import GalleryCache, gallery_cache_key
-from ..inference.predictions import RankedAnswers, prediction_frame, proposed_identities
+from ..inference.predictions import RankedAnswers, prediction_frame, proposed_identities, review_pair_frame
 from ..interrupt import shows_progress
 from ..report.contact_sheet import contact_sheet
 from ..retrieval import RetrievalResults
-from ..rundir import run_log_dir, write_new_file
+from ..rundir import companion_path, run_log_dir, write_new_file
+
+REVIEW_NEIGHBOURS = 30
+"""Nearest other new photos of each new photo in ``predictions_pairs.csv``."""
 
 
 @runtime_checkable
@@ -45,7 +50,10 @@ class PredictionWriter(BasePredictionWriter):
     ``gallery_cache``), searches the top ``--model.candidates`` of each photo, lets a :class:`PredictionReranker`
     callback rerank them when there is one, decides with the model's (or the reranker's) open-set model and, on the
     global-zero process, writes ``predictions.csv`` (columns: see ``prediction_frame``) and
-    ``unreadable_images.csv`` (photos that could not be read). Works the same from ``train.py predict`` and from
+    ``unreadable_images.csv`` (photos that could not be read), and beside it what ``python -m
+    reid_lightning.review`` reads: ``predictions_pairs.csv`` (``review_pair_frame``: each photo's candidate
+    individuals and nearest other new photos, with calibrated probabilities) and ``predictions_photos.csv`` (where
+    every new and gallery photo is: ``photo_frame``). Works the same from ``train.py predict`` and from
     ``trainer.predict(model, datamodule=dm)`` with the writer among the callbacks.
     """
 
@@ -137,11 +145,22 @@ class PredictionWriter(BasePredictionWriter):
             frame["proposed_identity"] = proposed_identities(frame["identity"], is_new=is_new.numpy(),
                                                              groups=self.discovery.groups)
         self.predictions = frame
-        self.path = self._write(trainer, path)
+        pairs = review_pair_frame(answers, photo_results=self._photo_search(pl_module, query["embedding"]),
+                                  photo_model=pl_module.open_set_model)
+        self.path = self._write(trainer, path, pairs=pairs, photos=photo_frame(inputs, gallery))
         if self.discovery is not None and self.discovery.num_groups:
             self._write_contact_sheet(inputs, is_new)
 
-    def _write(self, trainer: L.Trainer, path: Path) -> Path:
+    @staticmethod
+    def _photo_search(pl_module: L.LightningModule, embeddings: Tensor) -> RetrievalResults | None:
+        """Each new photo's nearest other new photos (``REVIEW_NEIGHBOURS``), or None for a single photo."""
+        if len(embeddings) < 2:
+            return None
+        return pl_module.searcher(embeddings, embeddings, leave_one_out=True,
+                                  k=min(REVIEW_NEIGHBOURS, len(embeddings) - 1),
+                                  gallery_labels=torch.arange(len(embeddings), device=embeddings.device))
+
+    def _write(self, trainer: L.Trainer, path: Path, *, pairs: pd.DataFrame, photos: pd.DataFrame) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         images = getattr(trainer.datamodule, "predict_images", None)
         if images is not None and len(images.unreadable):
@@ -149,6 +168,8 @@ class PredictionWriter(BasePredictionWriter):
                                     images.unreadable.to_csv(index=False).encode())
             print(f"{len(images.unreadable)} images could not be read and have no prediction; listed in {listed}")
         path = write_new_file(path, self.predictions.to_csv(index=False).encode())
+        for suffix, frame in (("pairs", pairs), ("photos", photos)):
+            write_new_file(companion_path(path, suffix), frame.to_csv(index=False).encode())
         frame, model = self.predictions, self.answers.open_set
         print(f"{len(frame)} photos: {int((~frame['is_new']).sum())} known individuals, {int(frame['is_new'].sum())} "
               f"new (threshold {model.threshold:.4f} on the {model.score}); confidence = calibrated probability "
@@ -172,6 +193,22 @@ class PredictionWriter(BasePredictionWriter):
         figure.savefig(target, dpi=80, bbox_inches="tight")
         plt.close(figure)
         print(f"proposed individuals pictured in {target}")
+
+
+def photo_frame(inputs, gallery) -> pd.DataFrame:
+    """``predictions_photos.csv``: ``set`` (``new``: the rows of ``predictions.csv`` in order; ``gallery``: the
+    known individuals searched), ``image_id``, ``identity`` (``unknown`` for new photos), ``path`` (absolute) and
+    ``bbox`` (empty: the whole image)."""
+    frames = []
+    for name, dataset in (("new", inputs), ("gallery", gallery)):
+        metadata = dataset.metadata
+        frames.append(pd.DataFrame({
+            "set": name, "image_id": metadata["image_id"].astype(str).to_numpy(),
+            "identity": dataset.labels_string if name == "gallery" else "unknown",
+            "path": [os.path.abspath(dataset.image_path(i)) for i in range(len(dataset))],
+            "bbox": [json.dumps(box) if isinstance(box, list) else "" for box in metadata["bbox"]]
+            if "bbox" in metadata.columns else ""}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _per_loader(predictions) -> list[list]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from ..retrieval import RetrievalResults
-from ..runtime.answers import PREDICTION_COLUMNS, answer_columns, proposed_identities
+from ..runtime.answers import PREDICTION_COLUMNS, REVIEW_PAIR_COLUMNS, answer_columns, proposed_identities
+from ..runtime.calibration import calibrated
 from .open_set import OpenSetModel
 
-__all__ = ["PREDICTION_COLUMNS", "RankedAnswers", "prediction_frame", "proposed_identities"]
+__all__ = ["PREDICTION_COLUMNS", "REVIEW_PAIR_COLUMNS", "RankedAnswers", "prediction_frame", "proposed_identities",
+           "review_pair_frame"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,52 @@ def prediction_frame(answers: RankedAnswers, *, image_ids: Sequence[str], paths:
         top1_gallery=[gallery_paths[i] if i >= 0 else "" for i in first], is_new=is_new,
         named_right=model.named_right.to_dict() if calibrated else None,
         new_right=model.new_right.to_dict() if calibrated else None, top=top), columns=list(PREDICTION_COLUMNS))
+
+
+
+def review_pair_frame(answers: RankedAnswers, *, photo_results: RetrievalResults | None,
+                      photo_model: OpenSetModel | None, top: int = 5) -> pd.DataFrame:
+    """``<predictions>_pairs.csv``: the evidence a reviewer decides on, one row per candidate pair.
+
+    ``row``: the photo's row in ``predictions.csv``; ``kind``: ``individual`` (``candidate`` is a known
+    individual, from the photo's best ``top`` distinct identities, on the answers' scale) or ``photo``
+    (``candidate`` is the row of another new photo, one of its nearest by the model's global score);
+    ``probability``: the open-set model's calibrated P(a named answer is right | score) applied to the pair's
+    score (NaN without calibration), read by the review as the probability that the pair shows one animal.
+
+    Args:
+        answers: the new photos' candidates and their open-set model.
+        photo_results: (Q, k) search of the new photos among themselves (leave-one-out), or None.
+        photo_model: the open-set model of ``photo_results``' scale (the model's global one).
+    """
+    frames = []
+    results, model = answers.results, answers.open_set
+    scores = results.candidate_scores.cpu().numpy()
+    identities, valid = results.candidate_identities, results.candidate_valid.cpu().numpy()
+    rows, names, values = [], [], []
+    for row in range(results.num_queries):
+        seen: set[str] = set()
+        for slot in np.flatnonzero(valid[row]):
+            name = str(identities[row, slot])
+            if name in seen:
+                continue
+            seen.add(name)
+            rows.append(row), names.append(name), values.append(float(scores[row, slot]))
+            if len(seen) == top:
+                break
+    frames.append(pd.DataFrame({"row": rows, "kind": "individual", "candidate": names, "score": values,
+                                "probability": _pair_probability(model, np.asarray(values))}))
+    if photo_results is not None and photo_results.num_candidates:
+        indices = photo_results.candidate_indices.cpu().numpy()
+        filled = indices >= 0
+        photo_scores = photo_results.candidate_scores.cpu().numpy()[filled].astype(np.float64)
+        frames.append(pd.DataFrame({
+            "row": np.nonzero(filled)[0], "kind": "photo", "candidate": indices[filled].astype(str),
+            "score": photo_scores, "probability": _pair_probability(photo_model, photo_scores)}))
+    return pd.concat(frames, ignore_index=True)[list(REVIEW_PAIR_COLUMNS)]
+
+
+def _pair_probability(model: OpenSetModel | None, scores: np.ndarray) -> np.ndarray:
+    if model is None or model.named_right is None:
+        return np.full(len(scores), np.nan)
+    return calibrated(model.named_right.to_dict(), scores)

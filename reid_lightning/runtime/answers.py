@@ -18,6 +18,8 @@ NEW_INDIVIDUAL = "new_individual"
 NEW_PREFIX = "new_"
 PREDICTION_COLUMNS = ("image_id", "path", "identity", "confidence", "score", "is_new", "top5", "gallery_image",
                       "proposed_identity")
+REVIEW_PAIR_COLUMNS = ("row", "kind", "candidate", "score", "probability")
+"""Columns of ``predictions_pairs.csv``, the evidence ``python -m reid_lightning.review`` asks about."""
 
 
 def answered_new(scores: Any, threshold: float) -> np.ndarray:

@@ -1,0 +1,217 @@
+"""``ReviewGraph``: the catalogue a review holds, as the proposal of ``predict`` corrected by people's decisions.
+
+Nodes are the new photos (``photo:<row>`` of ``predictions.csv``), the known individuals (``individual:<name>``) and
+the proposed new individuals (``group:<new_001>``). Each photo starts attached to its proposed individual; a
+decision is an edge: ``same`` joins the two nodes' groups, ``different`` keeps them apart (between a photo and the
+group it sits in: the photo is moved out), ``cant_tell`` only marks the pair as asked, ``confirm`` settles every
+photo of a group, ``name`` names a group. The individuals are the connected groups; a ``different`` edge inside a
+group, or a group holding two known individuals, is an inconsistency for a person to look at.
+
+The state is a replay of the decisions in order, so a review resumes from its decision log alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..runtime.answers import NEW_INDIVIDUAL
+
+VERDICTS = ("same", "different", "cant_tell")
+KINDS = (*VERDICTS, "confirm", "name", "split")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision: ``kind`` in :data:`KINDS` on nodes ``a`` (and ``b`` for a pair; for ``split``, the photos
+    moved out of ``a``'s group together, as one other animal: ``photo:3,photo:7``), ``name`` for ``name``."""
+
+    kind: str
+    a: str
+    b: str = ""
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"decision kind {self.kind!r} unknown; one of {', '.join(KINDS)}")
+        if (self.kind in VERDICTS or self.kind == "split") and not self.b:
+            raise ValueError(f"a {self.kind!r} decision needs two nodes, got only {self.a!r}")
+        if self.kind == "name" and not self.name.strip():
+            raise ValueError("a name decision needs a non-empty name")
+
+
+class ReviewGraph:
+    """The individuals among ``N`` new photos: their proposal plus the decisions applied so far.
+
+    Args:
+        proposals: (N,) each photo's ``proposed_identity`` from ``predictions.csv`` (a known individual,
+            ``new_001`` ..., or ``new_individual`` when the new photos were not grouped).
+        known: names of the known individuals (the gallery's).
+    """
+
+    def __init__(self, proposals: Sequence[str], known: Iterable[str]) -> None:
+        self.num_photos = len(proposals)
+        known = {str(name) for name in known}
+        anchors = sorted(known | {str(p) for p in proposals if str(p) not in known and str(p) != NEW_INDIVIDUAL})
+        self.anchor_names = anchors
+        self.anchor_is_known = np.array([name in known for name in anchors], dtype=bool)
+        self._node_of = {("individual" if name in known else "group") + ":" + name: self.num_photos + i
+                         for i, name in enumerate(anchors)}
+        anchor_index = {name: self.num_photos + i for i, name in enumerate(anchors)}
+        self.proposal = np.array([anchor_index.get(str(p), -1) for p in proposals], dtype=np.int64)
+        self.settled = np.zeros(self.num_photos, dtype=bool)
+        self.settled_by: list[str] = [""] * self.num_photos
+        self._same: list[tuple[int, int]] = []
+        self.different: list[tuple[int, int]] = []
+        self.asked: set[tuple[int, int]] = set()
+        self._names: dict[int, str] = {}
+        self.num_decisions = 0
+        self._rebuild()
+
+    # ------------------------------------------------------------------ nodes
+    @property
+    def num_nodes(self) -> int:
+        return self.num_photos + len(self.anchor_names)
+
+    def node(self, key: str) -> int:
+        """Index of node ``photo:<row>``, ``individual:<name>`` or ``group:<name>``; ValueError if unknown."""
+        kind, _, value = key.partition(":")
+        if kind == "photo" and value.isdigit() and int(value) < self.num_photos:
+            return int(value)
+        if key in self._node_of:
+            return self._node_of[key]
+        raise ValueError(f"no review node {key!r} (photo:<row>, individual:<name> or group:<name>)")
+
+    def key(self, node: int) -> str:
+        """The key of node index ``node`` (inverse of :meth:`node`)."""
+        if node < self.num_photos:
+            return f"photo:{node}"
+        anchor = node - self.num_photos
+        return ("individual:" if self.anchor_is_known[anchor] else "group:") + self.anchor_names[anchor]
+
+    # ------------------------------------------------------------------ decisions
+    def apply(self, decision: Decision, *, by: str = "") -> None:
+        """Apply one decision (``by``: who, recorded on the photos it settles)."""
+        a = self.node(decision.a)
+        if decision.kind == "split":
+            self._split(a, [self.node(key) for key in decision.b.split(",")])
+            self.num_decisions += 1
+            return
+        b = self.node(decision.b) if decision.b else -1
+        if decision.kind == "same":
+            self._same.append((a, b))
+            self._union(a, b)
+            self._settle([n for n in (a, b) if n < self.num_photos], by)
+        elif decision.kind == "different":
+            self.different.append((a, b))
+            moved = self._move_out(a, b) or self._move_out(b, a)
+            if moved:
+                self._rebuild()
+        elif decision.kind == "cant_tell":
+            self.asked.add((min(a, b), max(a, b)))
+        elif decision.kind == "confirm":
+            self._settle(self.members(a), by)
+        elif decision.kind == "name":
+            self._names[a] = decision.name.strip()
+        self.num_decisions += 1
+
+    def _split(self, group: int, photos: list[int]) -> None:
+        """``photos`` leave ``group``'s group together: they become one group of their own, kept apart from it."""
+        movable = [p for p in photos if p < self.num_photos and self.proposal[p] >= 0
+                   and self.find(p) == self.find(group) and not any(p in pair for pair in self._same)]
+        if not movable:
+            return
+        self.proposal[movable] = movable[0]  # the first photo anchors the new group
+        self.different.append((movable[0], group))
+        self._rebuild()
+
+    def _move_out(self, photo: int, other: int) -> bool:
+        """``different(photo, other)`` with ``photo`` attached to ``other``'s group only by its proposal: detach."""
+        if photo >= self.num_photos or self.proposal[photo] < 0 or self.find(photo) != self.find(other):
+            return False
+        joined_by_people = any(photo in pair for pair in self._same)
+        if joined_by_people:
+            return False
+        self.proposal[photo] = -1
+        return True
+
+    def _settle(self, photos: Iterable[int], by: str) -> None:
+        for photo in photos:
+            if not self.settled[photo]:
+                self.settled[photo] = True
+                self.settled_by[photo] = by
+
+    # ------------------------------------------------------------------ union-find
+    def _rebuild(self) -> None:
+        self._parent = np.arange(self.num_nodes, dtype=np.int64)
+        for photo in np.flatnonzero(self.proposal >= 0):
+            self._union(int(photo), int(self.proposal[photo]))
+        for a, b in self._same:
+            self._union(a, b)
+
+    def find(self, node: int) -> int:
+        parent = self._parent
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        while parent[node] != root:
+            parent[node], node = root, parent[node]
+        return int(root)
+
+    def _union(self, a: int, b: int) -> None:
+        root_a, root_b = self.find(a), self.find(b)
+        if root_a != root_b:
+            self._parent[max(root_a, root_b)] = min(root_a, root_b)
+
+    def roots(self) -> np.ndarray:
+        """``(num_nodes,)`` the group (root node) of every node."""
+        return np.array([self.find(n) for n in range(self.num_nodes)], dtype=np.int64)
+
+    def members(self, node: int) -> list[int]:
+        """The photos in ``node``'s group, in row order."""
+        root = self.find(node)
+        return [p for p in range(self.num_photos) if self.find(p) == root]
+
+    # ------------------------------------------------------------------ the catalogue
+    def known_of(self, roots: np.ndarray | None = None) -> dict[int, list[str]]:
+        """root -> the known individuals in that group."""
+        roots = self.roots() if roots is None else roots
+        known: dict[int, list[str]] = {}
+        for anchor in np.flatnonzero(self.anchor_is_known):
+            known.setdefault(int(roots[self.num_photos + anchor]), []).append(self.anchor_names[anchor])
+        return known
+
+    def names(self) -> np.ndarray:
+        """``(N,)`` the individual of every photo: its group's known individual, else the group's given name,
+        else its proposed name (the first in order), else ``new_photo_<row>`` for a photo alone."""
+        roots = self.roots()
+        known = self.known_of(roots)
+        given: dict[int, str] = {}
+        for node, name in self._names.items():  # later names win
+            given[int(roots[node])] = name
+        proposed: dict[int, str] = {}
+        for anchor in np.flatnonzero(~self.anchor_is_known):
+            proposed.setdefault(int(roots[self.num_photos + anchor]), self.anchor_names[anchor])
+        names = []
+        for photo in range(self.num_photos):
+            root = int(roots[photo])
+            if root in known:
+                names.append(known[root][0])
+            else:
+                names.append(given.get(root) or proposed.get(root) or f"new_photo_{root}")
+        return np.array(names, dtype=object)
+
+    def inconsistencies(self) -> list[str]:
+        """One line per contradiction: a ``different`` pair inside one group, a group of two known individuals."""
+        roots = self.roots()
+        lines = [f"{self.key(a)} and {self.key(b)} were decided different but are joined"
+                 for a, b in self.different if roots[a] == roots[b]]
+        lines += [f"one group joins the known individuals {', '.join(names)}"
+                  for names in self.known_of(roots).values() if len(names) > 1]
+        return lines
+
+    def num_individuals(self) -> int:
+        """Individuals among the new photos (known and new)."""
+        return len(set(self.names()))

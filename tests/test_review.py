@@ -1,0 +1,224 @@
+"""The review: decisions as graph edges, the queue, the SQLite store, the catalogue, the web app and bad input."""
+
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from review_run import KNOWN, NEW_PHOTOS, make_review_run
+from sklearn.metrics import adjusted_rand_score
+from starlette.testclient import TestClient
+
+from reid_lightning.review import (
+    Decision,
+    Evidence,
+    Review,
+    ReviewGraph,
+    ReviewRun,
+    SimulatedReviewer,
+    TaskTaken,
+    auto_decisions,
+    open_tasks,
+)
+from reid_lightning.review.__main__ import main, parser
+from reid_lightning.review.app import create_app
+
+
+@pytest.fixture
+def run(tmp_path):
+    folder, truth = make_review_run(tmp_path)
+    return ReviewRun.load(folder), truth
+
+
+def test_decisions_join_split_and_flag_by_hand():
+    graph = ReviewGraph(["K1", "K1", "new_001", "new_001", "new_001", "new_002"], known=["K1", "K2"])
+    assert list(graph.names()) == ["K1", "K1", "new_001", "new_001", "new_001", "new_002"]
+    graph.apply(Decision("same", "group:new_002", "group:new_001"))  # two proposed groups: one animal
+    assert set(graph.names()[2:]) == {"new_001"}
+    graph.apply(Decision("different", "photo:4", "group:new_001"))  # moved out: alone now
+    assert graph.names()[4] not in {"new_001", "K1"} and graph.names()[3] == "new_001"
+    graph.apply(Decision("split", "group:new_001", "photo:2,photo:3"))  # out together, as one other animal
+    names = graph.names()
+    assert names[2] == names[3] and names[2] != "new_001" and names[5] == "new_001"
+    graph.apply(Decision("name", "photo:2", name="Stripes"))
+    assert graph.names()[2] == graph.names()[3] == "Stripes"
+    assert graph.inconsistencies() == []
+    graph.apply(Decision("same", "photo:4", "photo:0"))  # the lone photo is K1 ...
+    graph.apply(Decision("same", "photo:5", "individual:K2"))  # ... and new_002's photo is K2
+    assert graph.names()[4] == "K1" and graph.names()[5] == "K2"
+    graph.apply(Decision("different", "photo:4", "individual:K1"))  # joined by a person: flagged, not undone
+    assert graph.names()[4] == "K1"
+    graph.apply(Decision("same", "photo:0", "photo:5"))  # joins K1, K2 and new_001, which photo 4 was moved out of
+    assert graph.inconsistencies() == ["photo:4 and group:new_001 were decided different but are joined",
+                                       "photo:4 and individual:K1 were decided different but are joined",
+                                       "one group joins the known individuals K1, K2"]
+    graph.apply(Decision("confirm", "individual:K1"))
+    # photos 0, 4, 5: by the "same" decisions, 1: confirmed with K1's group; Stripes (2, 3) is another group
+    assert graph.settled.tolist() == [True, True, False, False, True, True]
+    with pytest.raises(ValueError, match="no review node 'photo:9'"):
+        graph.node("photo:9")
+    with pytest.raises(ValueError, match="needs two nodes"):
+        Decision("same", "photo:1")
+
+
+def test_queue_priorities_by_hand():
+    # photos 0-2 proposed new_001, photo 3 alone (new_002), photo 4 named K1
+    graph = ReviewGraph(["new_001", "new_001", "new_001", "new_002", "K1"], known=["K1", "K2"])
+    pairs = pd.DataFrame({"row": [0, 1, 3, 3, 4], "kind": ["photo", "photo", "photo", "individual", "individual"],
+                          "candidate": ["1", "2", "0", "K2", "K1"], "score": [.9, .8, .5, .4, .7],
+                          "probability": [0.9, 0.6, 0.7, 0.2, 0.8]})
+    tasks = {t.key: t for t in open_tasks(graph, Evidence.from_pairs(pairs, graph))}
+    # group new_001: photo links 0.9, 0.9 (best of 0.9 and 0.6), 0.6 -> (0.1 + 0.1 + 0.4) * (3 - 1)
+    assert tasks["group|group:new_001"].priority == pytest.approx(1.2)
+    # K1's group: one new photo with link 0.8 and the known individual -> 0.2 * 1
+    assert tasks["group|individual:K1"].priority == pytest.approx(0.2)
+    # photo 3 (alone) moves: candidates new_001 (0.7 * 1 * 3) then K2 (0.2 * 1 * 1), best first
+    match = tasks["match|group:new_002"]
+    assert match.candidates == ("group:new_001", "individual:K2") and match.probabilities == (0.7, 0.2)
+    assert match.priority == pytest.approx(2.1)
+    assert open_tasks(graph, Evidence.from_pairs(pairs, graph))[0].key == "match|group:new_002"
+    graph.apply(Decision("different", "group:new_002", "group:new_001"))
+    graph.apply(Decision("different", "group:new_002", "individual:K2"))
+    assert "match|group:new_002" not in {t.key for t in open_tasks(graph, Evidence.from_pairs(pairs, graph))}
+
+
+def test_automatic_decisions_settle_and_place_lone_photos_but_never_join_groups():
+    graph = ReviewGraph(["new_001", "new_001", "new_002", "new_002", "new_003", "K1"], known=["K1", "K2"])
+    pairs = pd.DataFrame({"row": [0, 1, 4, 5, 5], "kind": ["photo", "photo", "photo", "individual", "individual"],
+                          "candidate": ["1", "2", "3", "K1", "K2"], "score": [.9] * 5,
+                          "probability": [0.99, 0.995, 0.99, 0.99, 0.99]})
+    decisions = auto_decisions(graph, Evidence.from_pairs(pairs, graph), level=0.98)
+    # 0-1 inside new_001 (settles), 4 alone joins new_002, 5 is K1 (settles); 1-2 would join two groups, 5-K2
+    # two known individuals
+    assert {(d.a, d.b) for d in decisions} == {("photo:0", "photo:1"), ("photo:4", "photo:3"),
+                                               ("photo:5", "individual:K1")}
+    assert auto_decisions(graph, Evidence.from_pairs(pairs, graph), level=1.5) == []
+
+
+def test_simulated_review_reaches_the_truth_with_fewer_answers_than_photos(run, tmp_path):
+    run, truth = run
+    review = Review(run, tmp_path / "review")
+    assert adjusted_rand_score(truth, review.partition()) < 0.8
+    answers = SimulatedReviewer(truth).review(review, max_decisions=100)
+    assert review.tasks() == []
+    assert adjusted_rand_score(truth, review.partition()) == 1.0
+    assert answers < len(truth)
+    names = review.partition()
+    assert list(names[[5, 6]]) == ["K2", "K2"] and list(names[[7, 8]]) == ["K4", "K4"]  # known, found again
+    assert names[19] not in KNOWN  # the new animal named K1 is moved out
+    # a fallible reviewer still ends with every question answered
+    fallible = Review(run, tmp_path / "fallible")
+    SimulatedReviewer(truth, error_rate=0.3, seed=1).review(fallible, max_decisions=100)
+    assert fallible.tasks() == []
+
+
+def test_store_resumes_and_keeps_one_answer_per_question(run, tmp_path):
+    run, truth = run
+    review = Review(run, tmp_path / "review")
+    task = review.tasks()[0]
+    seen = review.revision
+    decisions = SimulatedReviewer(truth).answer(review, task)
+    review.answer(task.key, decisions, reviewer="ann", seen_revision=seen)
+    if review.task(task.key) is not None:  # still open (a group): a second tab's answer is refused
+        with pytest.raises(TaskTaken, match="already answered by ann"):
+            review.answer(task.key, decisions, reviewer="bob", seen_revision=seen)
+    partition, settled = review.partition(), review.graph.settled.copy()
+    review.close()
+    resumed = Review(run, tmp_path / "review")  # a new process: the decisions are replayed
+    assert list(resumed.partition()) == list(partition) and (resumed.graph.settled == settled).all()
+    rows = sqlite3.connect(tmp_path / "review" / "decisions.sqlite").execute(
+        "SELECT reviewer, task FROM decisions WHERE reviewer != 'auto'").fetchall()
+    assert rows == [("ann", task.key)] * len(decisions)
+    exported = pd.read_csv(pd.io.common.StringIO(resumed.store.to_csv()))
+    assert list(exported.columns) == ["id", "answer", "time", "reviewer", "task", "kind", "a", "b", "name"]
+    resumed.close()
+    (run.predictions_csv).write_text(run.predictions_csv.read_text().replace("0.99", "0.98"))
+    with pytest.raises(ValueError, match="holds the review of other predictions"):
+        Review(ReviewRun.load(run.predictions_csv), tmp_path / "review")
+
+
+def test_catalogue_holds_the_gallery_and_the_settled_photos(run, tmp_path):
+    run, truth = run
+    review = Review(run, tmp_path / "review")
+    SimulatedReviewer(truth).review(review, max_decisions=100)
+    path = review.write_catalogue()
+    catalogue = pd.read_csv(path, keep_default_na=False)
+    assert list(catalogue.columns) == ["image_id", "identity", "path", "bbox", "review"]
+    gallery = catalogue[catalogue["review"] == "gallery"]
+    assert len(gallery) == 2 * len(KNOWN)
+    new = catalogue[catalogue["review"] != "gallery"].set_index("path")
+    settled = [str(p) for p, s in zip(run.new_photos["path"], review.graph.settled, strict=True) if s]
+    assert sorted(new.index) == sorted(settled)
+    for path_, animal in zip(run.new_photos["path"], truth, strict=True):
+        if path_ in new.index and animal in KNOWN:
+            assert new.loc[path_, "identity"] == animal
+    everything = pd.read_csv(review.write_catalogue(with_unsettled=True))
+    assert len(everything) == 2 * len(KNOWN) + len(NEW_PHOTOS)
+    assert (tmp_path / "review" / "decisions.csv").is_file()
+
+
+def test_the_review_never_writes_among_the_photos(run, tmp_path):
+    run, _ = run
+    with pytest.raises(ValueError, match="holds photos of the run"):
+        Review(run, tmp_path / "photos" / "new" / "review")
+    with pytest.raises(ValueError, match="holds photos of the run"):
+        Review(run, tmp_path / "photos")
+
+
+def test_bad_run_folders_give_one_line_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        (f"error: the folder '{tmp_path / 'empty'}' holds no predictions.csv: pass the folder `train.py predict` "
+         "wrote (its last line: 'predictions written to ...')")]
+    folder, _ = make_review_run(tmp_path / "data")
+    (tmp_path / "data" / "photos" / "new" / "003.png").unlink()
+    assert main([str(folder)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "1 of 30 photos are missing" in error and "003.png" in error
+    (folder / "predictions_pairs.csv").unlink()
+    assert main([str(folder)]) == 2
+    assert "predictions_pairs.csv' is missing" in capsys.readouterr().err
+
+
+def test_export_from_the_command_line_and_local_only_by_default(run, tmp_path, capsys):
+    run, _ = run
+    assert parser().parse_args([str(run.predictions_csv)]).host == "127.0.0.1"
+    assert main([str(run.predictions_csv.parent), "--export"]) == 0
+    out = capsys.readouterr().out
+    catalogue = run.predictions_csv.parent / "review" / "metadata.csv"
+    assert f"catalogue written to {catalogue}" in out and catalogue.is_file()
+
+
+def form_values(page: str) -> dict[str, str]:
+    return {name: re.search(rf'name="{name}" value="([^"]*)"', page).group(1) for name in ("token", "task", "revision")}
+
+
+def test_web_app_answers_tokens_photos_and_escaping(tmp_path):
+    folder, _ = make_review_run(tmp_path, names={"K3": "<script>alert(1)</script>"})
+    review = Review(ReviewRun.load(folder), tmp_path / "review")
+    client = TestClient(create_app(review, reviewer="ann"))
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="question"' in page.text
+    catalogue = client.get("/catalogue").text
+    assert "<script>alert(1)</script>" not in catalogue and "&lt;script&gt;alert(1)&lt;/script&gt;" in catalogue
+    values = form_values(page.text)
+    task = review.task(values["task"])
+    answer = {**values, "action": "none"} if task.kind == "match" else {**values, "action": "confirm"}
+    assert client.post("/answer", data={k: v for k, v in answer.items() if k != "token"}).status_code == 403
+    assert client.post("/answer", data={**answer, "token": "forged"}).status_code == 403
+    assert TestClient(create_app(review, reviewer="eve")).post("/answer", data=answer).status_code == 403  # no cookie
+    assert client.get("/answer").status_code == 405  # state changes only by POST
+    done = client.post("/answer", data=answer, follow_redirects=False)
+    assert done.status_code == 303 and review.store.decisions()[-1].reviewer == "ann"
+    again = client.post("/answer", data=answer)  # the same question answered from a stale second tab
+    assert again.status_code == 409 and "already answered by ann" in again.text
+    photo = client.get("/photo/new/3")
+    assert photo.status_code == 200 and photo.content == Path(review.run.new_photos["path"][3]).read_bytes()
+    for request in ("/photo/new/99", "/photo/../../etc/passwd", "/photo/new/..%2F..%2Fetc%2Fpasswd",
+                    "/photo//etc/passwd", "/etc/passwd", "/photo/gallery/-1"):
+        assert client.get(request).status_code == 404, request
+    assert client.get("/decisions.csv").text.count("\n") == len(review.store.decisions()) + 1
+    np.testing.assert_array_equal(review.partition(), Review(review.run, tmp_path / "review").partition())
