@@ -5,10 +5,9 @@ uncertain questions between large groups come first:
 
 - a **group** question ("are these photos one animal?", for a group with photos nobody has settled): the sum over
   its unsettled photos of (1 - the best probability linking the photo to the rest of the group) x (size - 1);
-- a **pair** question ("are these two groups one animal?", for the best evidence pair between two groups no
-  decision keeps apart): P(same) x the product of the two groups' numbers of photos x the settled fraction of each
-  group of several photos (a photo's match says little about a group nobody has checked yet, so groups are checked
-  before they are joined).
+- a **match** question ("which of these is this animal?", for a group, or a photo alone, and the
+  :data:`MATCH_CANDIDATES` groups it matches best that no decision keeps apart; asked from the side without a known
+  individual, else the smaller): the best candidate's P(same) x the product of the two groups' numbers of photos.
 """
 
 from __future__ import annotations
@@ -64,13 +63,15 @@ class Task:
     """One open question.
 
     Attributes:
-        kind: ``group`` (confirm a group, move photos out) or ``pair`` (join two groups or not).
+        kind: ``group`` (confirm a group, move photos out) or ``match`` (which candidate group it joins, if any).
         key: stable name of the question (two tabs showing the same key show the same question).
         a: the group asked about (its known individual, proposed group, or its photo when alone).
-        b: the other group of a ``pair`` ("" for ``group``).
-        probability: the evidence's P(same) for a pair, the group's mean for a group.
+        b: unused ("").
+        probability: the best candidate's P(same) for a match, the group's mean link for a group.
         priority: expected number of photo pairs the answer changes.
-        evidence: the photo pair behind a ``pair`` question (shown first), () for ``group``.
+        evidence: per candidate, the photo pair behind it (``"photo:3|photo:9"``), () for ``group``.
+        candidates: the candidate groups of a ``match``, best first.
+        probabilities: their P(same).
     """
 
     kind: str

@@ -3,8 +3,9 @@
 It sees what a person sees on the page (the photos of the groups a question shows) and answers as a careful person
 would: a group is the animal most of its photos show (the known individual when it holds one); the photos of
 another animal are moved out together (one answer per such animal, largest first), photos alone of their animal
-are moved out each on its own in one answer, then the group is confirmed; two groups are the same when they are the same
-animal. With ``error_rate`` each of these judgements is flipped with that probability.
+are moved out each on its own in one answer, then the group is confirmed; in a match question it picks the first
+candidate that is the same animal, else "none of these". With ``error_rate`` each of these judgements (a photo
+belongs, a candidate is the same animal) is flipped with that probability.
 """
 
 from __future__ import annotations
