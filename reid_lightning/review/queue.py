@@ -66,7 +66,6 @@ class Task:
         kind: ``group`` (confirm a group, move photos out) or ``match`` (which candidate group it joins, if any).
         key: stable name of the question (two tabs showing the same key show the same question).
         a: the group asked about (its known individual, proposed group, or its photo when alone).
-        b: unused ("").
         probability: the best candidate's P(same) for a match, the group's mean link for a group.
         priority: expected number of photo pairs the answer changes.
         evidence: per candidate, the photo pair behind it (``"photo:3|photo:9"``), () for ``group``.
@@ -77,7 +76,6 @@ class Task:
     kind: str
     key: str
     a: str
-    b: str
     probability: float
     priority: float
     evidence: tuple[str, ...] = ()
@@ -118,7 +116,7 @@ def _group_tasks(graph, evidence, roots, sizes, known_roots, ranking) -> list[Ta
         if (shown, shown) in graph.asked:  # a person could not tell
             continue
         anchor = graph.key(shown)
-        tasks.append(Task(kind="group", key=f"group|{anchor}", a=anchor, b="",
+        tasks.append(Task(kind="group", key=f"group|{anchor}", a=anchor,
                           probability=float(link[group].mean()),
                           priority=float((1 - link[waiting]).sum() * others)))
     return tasks
@@ -158,7 +156,7 @@ def _match_tasks(graph, evidence, roots, sizes, known_roots, ranking) -> list[Ta
         candidates = tuple(graph.key(_shown_node(graph, roots, target)) for _, target, _ in listed)
         evidence_pairs = tuple(f"{graph.key(int(evidence.a[i]))}|{graph.key(int(evidence.b[i]))}" for *_, i in listed)
         gains = [p * max(int(sizes[moving]), 1) * max(int(sizes[target]), 1) for p, target, _ in listed]
-        tasks.append(Task(kind="match", key=f"match|{shown}", a=shown, b="", probability=listed[0][0],
+        tasks.append(Task(kind="match", key=f"match|{shown}", a=shown, probability=listed[0][0],
                           priority=float(max(gains)), candidates=candidates,
                           probabilities=tuple(p for p, *_ in listed), evidence=evidence_pairs))
     return tasks
