@@ -63,11 +63,19 @@ def answer_by_key(browser) -> None:
     browser.find_element(By.TAG_NAME, "body").send_keys(key)
 
 
-def wait_for(browser, element_id: str, text: str) -> None:
+def wait_for(browser, element_id: str, text: str | None = None) -> str:
+    """The text of element ``element_id`` once it is on the page (and reads ``text``): the answer's page load may
+    replace the element while it is read."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, 20).until(lambda b: b.find_element(By.ID, element_id).text == text)
+    def shown(driver):
+        value = driver.find_element(By.ID, element_id).text
+        return value if text is None or value == text else False
+
+    return WebDriverWait(browser, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                         ).until(shown)
 
 
 def test_answers_survive_reloads_restarts_and_a_second_tab(browser, tmp_path):
@@ -108,7 +116,7 @@ def test_answers_survive_reloads_restarts_and_a_second_tab(browser, tmp_path):
         wait_for(browser, "decisions", "2")
         browser.switch_to.window(second_tab)
         answer_by_key(browser)
-        message = browser.find_element(By.ID, "message").text
+        message = wait_for(browser, "message")
         assert "already answered by ann" in message and "not saved" in message
         assert browser.find_element(By.ID, "decisions").text == "2"
         answers = sqlite3.connect(run / "review" / "decisions.sqlite").execute(
