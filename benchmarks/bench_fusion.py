@@ -83,6 +83,10 @@ def main() -> None:
     parser.add_argument("--root", required=True)
     parser.add_argument("--ckpt_path", help="the global model (a fine-tuned checkpoint)")
     parser.add_argument("--untrained", help="or a timm backbone with random weights, e.g. resnet18")
+    parser.add_argument("--pretrained", help="or a timm backbone with its pretrained weights, zero-shot, e.g. "
+                        "tf_efficientnet_lite0")
+    parser.add_argument("--metadata", help="a metadata CSV of --root's photos to use instead of its metadata.csv "
+                        "(e.g. a draw of bench_small_catalogue.py)")
     parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--shortlist", default="auto", help="fused shortlist B, or auto (validation recall)")
     parser.add_argument("--candidates", type=int, default=100, help="candidates kept: the largest B")
@@ -112,11 +116,14 @@ def main() -> None:
     if args.ckpt_path:
         model = ReIDModule.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=True)
         name = f"fine-tuned {model.hparams.backbone}"
+    elif args.pretrained:
+        model = ReIDModule(backbone=args.pretrained, pretrained=True)
+        name = f"zero-shot pretrained {args.pretrained}"
     else:
         model = ReIDModule(backbone=args.untrained, pretrained=False)
         name = f"untrained {args.untrained}"
     # no trainer attaches the model here: its preprocessing (e.g. Lite0's mean/std 0.5) is passed explicitly
-    data = ReIDDataModule(root=args.root, split="closed", test_ratio=0.3, val_ratio=0.1, seed=0,
+    data = ReIDDataModule(root=args.root, metadata=args.metadata, split="closed", test_ratio=0.3, val_ratio=0.1, seed=0,
                           image_size=args.image_size, mean=model.input_config["mean"], std=model.input_config["std"],
                           batch_size=32)
     data.setup("test")

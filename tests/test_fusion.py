@@ -433,3 +433,28 @@ def test_a_fusion_replaces_the_best_single_score_only_beyond_the_out_of_fold_noi
     assert f"({gained} gained, {lost} lost)" in report.reason
     # without baselines the best out-of-fold top-1 wins, however small the margin
     assert choose_fusion(scores, hits, rules, uncalibrated, folds=4).chosen == "mean"
+
+
+@pytest.mark.parametrize("switched,chosen", [
+    (list(range(30, 36)) + [0, 1, 2], "global"),  # 6 gained, 3 lost: +3 <= 4.9, the reference stays
+    (list(range(30, 40)), "lg@0.5"),  # 10 gained, 0 lost: +10 > 5.2
+])
+def test_a_local_score_replaces_the_global_score_only_beyond_the_out_of_fold_noise(switched, chosen):
+    """The global score is the reference: a better local score alone must win by more than the noise too (a
+    35-dog draw chose the local score on 23 of 24 validation queries against 21 and lost 3 test queries in 74)."""
+    hits = torch.zeros(40, 2, dtype=torch.bool)
+    hits[:30, 0] = True
+    hits[30:, 1] = True
+    local = torch.tensor([[1.0, 0.0]] * 40, dtype=torch.float64)
+    local[switched] = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    scores = {"global": torch.tensor([[1.0, 0.5]] * 40, dtype=torch.float64), "lg@0.5": local}
+
+    def uncalibrated(train_scores, train_hits):
+        return lambda values: dict(values)
+
+    rules = [SingleScore("global"), SingleScore("lg@0.5")]
+    report = choose_fusion(scores, hits, rules, uncalibrated, folds=4, baselines=["global", "lg@0.5"])
+    assert report.top1["lg@0.5"] > report.top1["global"] == 30 / 40
+    assert report.chosen == chosen
+    gained, lost = sum(q >= 30 for q in switched), sum(q < 30 for q in switched)
+    assert f"lg@0.5 {gained - lost:+d} queries out of fold against global ({gained} gained, {lost} lost)" in report.reason

@@ -306,3 +306,40 @@ def test_new_photos_are_grouped_on_all_pairs_when_a_validation_animal_has_more_t
     # the three unknown animals are recovered either way
     grouped = model.group(embeddings[3:])
     assert grouped.num_groups == 3
+
+
+def test_two_unseen_identities_cut_at_the_floor_of_different_animals_and_group_sixty_photos_of_a_new_one():
+    """Too few unseen validation animals to choose a cut on: the cut is the cosine only 2 % of pairs of different
+    validation animals reach (all pairs: an unseen animal has 22 photos), the caution says so in one line, and
+    60 photos of one new animal end in one proposed individual."""
+    generator = torch.Generator().manual_seed(3)
+    centres = torch.linalg.qr(torch.randn(32, 32, generator=generator))[0]
+
+    def photos(labels):
+        labels = torch.as_tensor(labels)
+        return centres[labels] + 0.15 * torch.randn(len(labels), 32, generator=generator)
+
+    labels = torch.tensor([0, 1, 2, 3, 4] + [10] * 22 + [11] * 3)
+    scores = torch.full((len(labels), 5), 0.1, dtype=torch.float64)
+    scores[torch.arange(5), torch.arange(5)] = 0.9
+    scores[5:, 0] = 0.3
+    results = RetrievalResults.from_scores(scores, gallery_labels=torch.arange(5), query_labels=labels)
+    embeddings = photos(labels)
+    model = fit_open_set(results, score="top-1 cosine score", embeddings=embeddings)
+    assert model.unseen_identities == 2 and model.discovery_k is None
+    unit = embeddings.numpy() / np.linalg.norm(embeddings.numpy(), axis=1, keepdims=True)
+    first, second = np.triu_indices(len(labels), 1)
+    different = labels.numpy()[first] != labels.numpy()[second]
+    cosines = np.einsum("ij,ij->i", unit[first], unit[second])[different]
+    assert model.discovery_threshold == pytest.approx(np.quantile(cosines, 0.98), abs=1e-5)
+    caution = model.caution()
+    assert "\n" not in caution and caution.startswith("only 2 validation identities were kept out of training")
+    assert "the cut is the cosine that only 2% of pairs of different validation animals reach" in caution
+    assert ("the cosine only 2% of pairs of different validation animals reach: 2 unknown validation identities "
+            "are too few to choose on") in model.summary(len(labels))
+    low, high = model.discovery_interval
+    assert low <= model.discovery_threshold <= high
+    new = torch.tensor([20] * 60 + [21] * 5 + [22] * 4)
+    grouped = model.group(photos(new))
+    assert grouped.sizes.tolist() == [60, 5, 4]
+    assert len(set(grouped.groups[:60].tolist())) == 1

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .discovery import choose_discovery_threshold
+from .discovery import choose_discovery_threshold, different_identity_floor
 from .threshold import choose_threshold
 
 RESAMPLES = 100
@@ -74,4 +74,21 @@ def cut_interval(photos: Tensor, *, true_labels: np.ndarray, k: int | None = Non
         chosen.append(choose_discovery_threshold(photos[torch.from_numpy(keep)], true_labels=labels[keep],
                                                  k=None if k is None else min(k, int(keep.sum()) - 1),
                                                  lowest=lowest)[0])
+    return _interval(chosen, level)
+
+
+def floor_interval(embeddings: Tensor, *, true_labels: np.ndarray, quantile: float, resamples: int = RESAMPLES,
+                   level: float = LEVEL, seed: int = 0) -> tuple[float, float] | None:
+    """Interval of :func:`~reid_lightning.inference.different_identity_floor` (``quantile``) over resamples of the
+    identities of ``embeddings (N, D)`` (``true_labels (N,)``); None with fewer than 2 identities."""
+    labels = np.asarray(true_labels).reshape(-1)
+    if len(np.unique(labels)) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for _ in range(resamples):
+        keep = np.isin(labels, _drawn(labels, rng, 2))
+        floor = different_identity_floor(embeddings[torch.from_numpy(keep)], true_labels=labels[keep],
+                                         quantile=quantile)
+        chosen.append(np.nan if floor is None else floor)
     return _interval(chosen, level)

@@ -26,7 +26,8 @@ import numpy as np
 from ..runtime.grouping import ArrayLike, Discovery, SimilarityGraph, as_numpy, dendrogram_of, discover
 from .dendrogram import ami_per_cut
 
-__all__ = ["Discovery", "choose_discovery_threshold", "different_identity_floor", "discover"]
+__all__ = ["DIFFERENT_FLOOR_QUANTILE", "Discovery", "choose_discovery_threshold", "different_identity_floor",
+           "discover"]
 
 
 def choose_discovery_threshold(graph_or_embeddings: SimilarityGraph | ArrayLike, *, true_labels: ArrayLike,
@@ -60,7 +61,12 @@ def choose_discovery_threshold(graph_or_embeddings: SimilarityGraph | ArrayLike,
     return float(thresholds[best]), float(ami[best])
 
 
-def different_identity_floor(embeddings: ArrayLike, *, true_labels: ArrayLike, quantile: float = 0.98,
+DIFFERENT_FLOOR_QUANTILE = 0.98
+"""The default quantile of :func:`different_identity_floor`: a cut below it joins known-different photos."""
+
+
+def different_identity_floor(embeddings: ArrayLike, *, true_labels: ArrayLike,
+                             quantile: float = DIFFERENT_FLOOR_QUANTILE,
                              max_pairs: int = 1 << 20, seed: int = 0) -> float | None:
     """The cosine that only ``1 - quantile`` of the pairs of photos of different identities reach, among
     ``embeddings (N, D)`` with ``true_labels (N,)`` (at most ``max_pairs`` random pairs are scored); None without

@@ -11,8 +11,9 @@ score type scored the pair). Candidates, simplest first (ties in the out-of-fold
 
 :func:`choose_fusion` measures each candidate's top-1 after reranking out of fold (queries split into folds,
 calibrators and rule fitted on the other folds) so that the kept rule is never below the better single part on
-validation; given ``baselines`` (each score type alone), the best of them is kept unless a fusion beats it by
-more than the out-of-fold noise (the paired count of queries it gains and loses). Rules are saved as JSON (``to_dict`` / :meth:`FusionRule.from_dict`), never pickled.
+validation; given ``baselines`` (each score type alone, the global score first), a rule replaces the global score,
+and a fusion the single score kept, only when it wins by more than the out-of-fold noise (the paired count of
+queries it gains and loses). Rules are saved as JSON (``to_dict`` / :meth:`FusionRule.from_dict`), never pickled.
 """
 
 from __future__ import annotations
@@ -350,32 +351,44 @@ def choose_fusion(scores: Probabilities, hits: Tensor, rules: Sequence[FusionRul
                   *, folds: int = 5, seed: int = 0, fallback: str = "mean", baselines: Sequence[str] = ()
                   ) -> FusionReport:
     """The rule with the best out-of-fold top-1 (:func:`out_of_fold_hits`); ties go to the simpler (earlier in
-    ``rules``, which :func:`candidate_rules` sorts simplest first). With ``baselines`` (rule names, e.g. each score
-    type alone), the best baseline is kept unless another rule's net gain of held-out queries over it exceeds the
-    noise (:data:`NOISE_Z`). Without any evaluable fold, ``fallback``."""
+    ``rules``, which :func:`candidate_rules` sorts simplest first). With ``baselines`` (rule names of each score
+    type alone, the reference first: the global score), a rule only replaces another when its net gain of held-out
+    queries over it exceeds the noise (:data:`NOISE_Z`): first the best other single score replaces the reference,
+    then the best fusion replaces the single score kept. Without any evaluable fold, ``fallback``."""
     top1, evaluated, used_folds = out_of_fold_hits(scores, hits, rules, fit_calibrators, folds=folds, seed=seed)
     if not used_folds:
         return FusionReport(chosen=fallback, top1={}, folds=0, queries=0,
                             reason=f"{fallback}: no fold could be evaluated")
     counts = {name: int(values[evaluated].sum()) for name, values in top1.items()}
     used_queries = int(evaluated.sum())
-    ranked = sorted(rules, key=lambda rule: (-counts[rule.name], rule.complexity))  # stable: earlier wins ties
-    best = ranked[0].name
-    reason = f"{best}: the best out-of-fold top-1 ({counts[best]} of {used_queries} queries)"
-    kept = next((rule.name for rule in ranked if rule.name in baselines), None)
-    if kept is not None and best != kept:
-        gained = int((top1[best] & ~top1[kept] & evaluated).sum())
-        lost = int((~top1[best] & top1[kept] & evaluated).sum())
+    ranked = [rule.name for rule in sorted(rules, key=lambda rule: (-counts[rule.name], rule.complexity))]
+    percent = {name: f"{counts[name]} of {used_queries}" for name in counts}
+    if not any(name in baselines for name in ranked):
+        return FusionReport(chosen=ranked[0], folds=used_folds, queries=used_queries,
+                            reason=f"{ranked[0]}: the best out-of-fold top-1 ({percent[ranked[0]]} queries)",
+                            top1={name: counts[name] / used_queries for name in counts})
+
+    def replaces(challenger: str, incumbent: str) -> tuple[bool, str]:
+        gained = int((top1[challenger] & ~top1[incumbent] & evaluated).sum())
+        lost = int((~top1[challenger] & top1[incumbent] & evaluated).sum())
         noise = NOISE_Z * math.sqrt(gained + lost)
-        if gained - lost > noise:
-            reason = (f"{best}: {gained - lost:+d} queries out of fold against {kept}, the best single score "
-                      f"({gained} gained, {lost} lost), above the noise {noise:.1f}")
-        else:
-            reason = (f"{kept} kept (the best single score): {best} gains {gained - lost:+d} queries out of fold "
-                      f"({gained} gained, {lost} lost), within the noise {noise:.1f}")
-            best = kept
-    return FusionReport(chosen=best, folds=used_folds, queries=used_queries, reason=reason,
-                        top1={rule.name: counts[rule.name] / used_queries for rule in rules})
+        verdict = "above" if gained - lost > noise else "within"
+        return gained - lost > noise, (f"{challenger} {gained - lost:+d} queries out of fold against {incumbent} "
+                                       f"({gained} gained, {lost} lost), {verdict} the noise {noise:.1f}")
+
+    reference = next(name for name in baselines if name in counts)
+    kept, steps = reference, []
+    for challengers in ([n for n in ranked if n in baselines], [n for n in ranked if n not in baselines]):
+        best = next((name for name in challengers if name != kept), None)
+        if best is None or counts[best] <= counts[kept]:
+            continue
+        better, step = replaces(best, kept)
+        steps.append(step)
+        kept = best if better else kept
+    reason = f"{kept} ({percent[kept]} queries out of fold)" + (": " + "; ".join(steps) if steps else
+                                                                 f": no rule above {reference}")
+    return FusionReport(chosen=kept, folds=used_folds, queries=used_queries, reason=reason,
+                        top1={name: counts[name] / used_queries for name in counts})
 
 
 def fusion_ceiling(scores: Probabilities, hits: Tensor, *, chunk: int | None = None) -> float:

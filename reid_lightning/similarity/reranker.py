@@ -199,9 +199,10 @@ class PairwiseReranker:
 
     def fit_calibrators(self, scores: Mapping[str, Tensor], *, hits: Tensor) -> PairwiseReranker:
         """Fit one calibrator per score type on ``(Q, B)`` pair scores and ``hits (Q, >= B)`` of their pairs, then
-        the fusion rule: with ``fusion="auto"`` the best score type alone by out-of-fold top-1 on these queries,
-        replaced by a fusion only when it wins by more than the out-of-fold noise (:attr:`fusion_report`),
-        refitted on all of them."""
+        the fusion rule: with ``fusion="auto"`` the global score (the first score type), replaced by a better
+        local score alone and then by a fusion only where each wins by more than the out-of-fold noise on these
+        queries (:func:`~reid_lightning.similarity.fusion.choose_fusion`, :attr:`fusion_report`), refitted on all
+        of them."""
         hits = hits[:, : next(iter(scores.values())).shape[1]].cpu()
         self.calibrators = self._fitted_calibrators(scores, hits)
         rules = candidate_rules(list(scores), self.weights)
