@@ -458,3 +458,25 @@ def test_a_local_score_replaces_the_global_score_only_beyond_the_out_of_fold_noi
     assert report.chosen == chosen
     gained, lost = sum(q >= 30 for q in switched), sum(q < 30 for q in switched)
     assert f"lg@0.5 {gained - lost:+d} queries out of fold against global ({gained} gained, {lost} lost)" in report.reason
+
+
+@pytest.mark.parametrize("switched,chosen", [
+    (list(range(30, 36)) + [0, 1, 2], "mean"),  # local +3 within the noise 4.9: undecided, the mean ties it: fused
+    (list(range(30, 40)), "lg@0.5"),  # local +10 beyond the noise 5.2; the mean only ties it: the local score
+])
+def test_when_the_noise_cannot_tell_global_from_local_a_fusion_as_good_as_both_is_kept(switched, chosen):
+    hits = torch.zeros(40, 2, dtype=torch.bool)
+    hits[:30, 0] = True
+    hits[30:, 1] = True
+    local = torch.tensor([[1.0, 0.0]] * 40, dtype=torch.float64)
+    local[switched] = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    # the mean of (1, 0.5) and the local (1, 0) or (0, 1) picks the slot the local score picks
+    scores = {"global": torch.tensor([[1.0, 0.5]] * 40, dtype=torch.float64), "lg@0.5": local}
+
+    def uncalibrated(train_scores, train_hits):
+        return lambda values: dict(values)
+
+    rules = [SingleScore("global"), SingleScore("lg@0.5"), MeanFusion()]
+    report = choose_fusion(scores, hits, rules, uncalibrated, folds=4, baselines=["global", "lg@0.5"])
+    assert report.top1["mean"] == report.top1["lg@0.5"] > report.top1["global"]
+    assert report.chosen == chosen

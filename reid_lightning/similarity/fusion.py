@@ -13,7 +13,8 @@ score type scored the pair). Candidates, simplest first (ties in the out-of-fold
 calibrators and rule fitted on the other folds) so that the kept rule is never below the better single part on
 validation; given ``baselines`` (each score type alone, the global score first), a rule replaces the global score,
 and a fusion the single score kept, only when it wins by more than the out-of-fold noise (the paired count of
-queries it gains and loses). Rules are saved as JSON (``to_dict`` / :meth:`FusionRule.from_dict`), never pickled.
+queries it gains and loses); where a local score looks better than the global one but within that noise, their
+fusion is kept when it is at least as good as both. Rules are saved as JSON (``to_dict`` / :meth:`FusionRule.from_dict`), never pickled.
 """
 
 from __future__ import annotations
@@ -354,7 +355,9 @@ def choose_fusion(scores: Probabilities, hits: Tensor, rules: Sequence[FusionRul
     ``rules``, which :func:`candidate_rules` sorts simplest first). With ``baselines`` (rule names of each score
     type alone, the reference first: the global score), a rule only replaces another when its net gain of held-out
     queries over it exceeds the noise (:data:`NOISE_Z`): first the best other single score replaces the reference,
-    then the best fusion replaces the single score kept. Without any evaluable fold, ``fallback``."""
+    then the best fusion replaces the single score kept. When the best other single score is better than the
+    reference but within the noise, the two cannot be told apart, and the best fusion is kept if it is at least as
+    good as both (a hedge between them). Without any evaluable fold, ``fallback``."""
     top1, evaluated, used_folds = out_of_fold_hits(scores, hits, rules, fit_calibrators, folds=folds, seed=seed)
     if not used_folds:
         return FusionReport(chosen=fallback, top1={}, folds=0, queries=0,
@@ -377,14 +380,21 @@ def choose_fusion(scores: Probabilities, hits: Tensor, rules: Sequence[FusionRul
                                        f"({gained} gained, {lost} lost), {verdict} the noise {noise:.1f}")
 
     reference = next(name for name in baselines if name in counts)
-    kept, steps = reference, []
-    for challengers in ([n for n in ranked if n in baselines], [n for n in ranked if n not in baselines]):
-        best = next((name for name in challengers if name != kept), None)
-        if best is None or counts[best] <= counts[kept]:
-            continue
-        better, step = replaces(best, kept)
+    kept, steps, undecided = reference, [], None
+    single = next((name for name in ranked if name in baselines and name != kept), None)
+    if single is not None and counts[single] > counts[kept]:
+        better, step = replaces(single, kept)
         steps.append(step)
-        kept = best if better else kept
+        kept, undecided = (single, None) if better else (kept, single)
+    fusion = next((name for name in ranked if name not in baselines), None)
+    if fusion is not None and undecided is not None and counts[fusion] >= counts[undecided]:
+        steps.append(f"{fusion} as good out of fold as both ({counts[fusion]} queries), which the noise cannot tell "
+                     "apart: fused")
+        kept = fusion
+    elif fusion is not None and counts[fusion] > counts[kept]:
+        better, step = replaces(fusion, kept)
+        steps.append(step)
+        kept = fusion if better else kept
     reason = f"{kept} ({percent[kept]} queries out of fold)" + (": " + "; ".join(steps) if steps else
                                                                  f": no rule above {reference}")
     return FusionReport(chosen=kept, folds=used_folds, queries=used_queries, reason=reason,
