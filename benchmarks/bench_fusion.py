@@ -11,6 +11,8 @@ by local matching against one image of every identity (``IdentityWidening``).
         --out /tmp/f
     python benchmarks/bench_fusion.py --root ../shared/data/dogfaces --ckpt_path CKPT --image_size 112 \\
         --extractor aliked disk --matchers mnn --candidates 50 --local_shortlist 50 --out /tmp/f
+    python benchmarks/bench_fusion.py --root ../shared/data/dogfaces --metadata /tmp/small-catalogue/dogs35-draw0.csv \\
+        --pretrained tf_efficientnet_lite0 --image_size 112 --matchers mnn --candidates 1000 --out /tmp/f
 
 The split is the fine-tuning benchmark's (closed, test 0.3, validation 0.1, seed 0): test queries against the
 training images. Local only = the match counts of one matcher on ALIKED and/or DISK (``--extractor``) keypoints

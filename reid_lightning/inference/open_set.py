@@ -4,8 +4,9 @@ new photos show the same new individual?
 - :func:`decision_inputs` reads the top-1 answer of every query from :class:`RetrievalResults` (raw scores, or the
   fused probabilities of reranked results);
 - :func:`fit_open_set` chooses the threshold (max sqrt(BAKS * BAUS)), fits the confidence calibration and chooses
-  the discovery cut (max AMI of the grouping of the unknown queries) on labelled held-out queries (validation),
-  holding some identities out of the gallery when none is unknown;
+  the discovery cut (max AMI of the grouping of the unknown queries; with fewer than 10 unknown identities a
+  quantile of the cosines of different animals) on labelled held-out queries (validation), holding some identities
+  out of the gallery when none is unknown;
 - :class:`OpenSetModel` decides, gives the confidence and is saved/loaded (checkpoint key and ``threshold.json``
   through the same :meth:`OpenSetModel.to_dict`);
 - :func:`open_set_log_values` is everything logged about it;
@@ -284,8 +285,10 @@ that only ``1 - q`` of the pairs of photos of different validation animals (know
 where the handful of unknown animals gives few same-animal ones) reach: ``q`` keyed by "all pairs" (True) or a
 top-k graph (False; its missing pairs count as -1 and pull the linkage down, so its cut sits lower). Measured on
 zebra and ten 35-dog draws (docs/benchmarks.md, small catalogues): mean test ARI 0.774 on the top-10 graph
-(0.767-0.778 for any q from 0.5 to 0.85) against 0.705 for the cut of the best validation AMI; on all pairs (six
+(0.767-0.778 for any q from 0.5 to 0.85) against 0.673 for the cut of the best validation AMI; on all pairs (six
 of them) 0.698 for 0.98 against 0.693."""
+
+
 def _between(interval: tuple[float, float] | None) -> str:
     return "" if interval is None else f" [{interval[0]:.4f}, {interval[1]:.4f}] ({LEVEL:.0%} over resampled identities)"
 

@@ -201,8 +201,8 @@ class PairwiseReranker:
         """Fit one calibrator per score type on ``(Q, B)`` pair scores and ``hits (Q, >= B)`` of their pairs, then
         the fusion rule: with ``fusion="auto"`` the global score (the first score type), replaced by a better
         local score alone and then by a fusion only where each wins by more than the out-of-fold noise on these
-        queries (:func:`~reid_lightning.similarity.fusion.choose_fusion`, :attr:`fusion_report`), refitted on all
-        of them."""
+        queries, or by a fusion as good as both where the noise cannot tell the local score from the global one
+        (:func:`~reid_lightning.similarity.fusion.choose_fusion`, :attr:`fusion_report`), refitted on all of them."""
         hits = hits[:, : next(iter(scores.values())).shape[1]].cpu()
         self.calibrators = self._fitted_calibrators(scores, hits)
         rules = candidate_rules(list(scores), self.weights)
