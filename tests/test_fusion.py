@@ -171,11 +171,14 @@ class Memorizer(FusionRule):
         return torch.tensor([[float(v in self.seen) for v in row] for row in values.tolist()], dtype=torch.float64)
 
 
+def uncalibrated(train_scores, train_hits):
+    """Calibrators that leave the scores as they are: raw scores serve as probabilities, only the rules are
+    compared."""
+    return lambda values: dict(values)
+
+
 def test_rules_are_measured_on_queries_they_were_not_fitted_on():
     scores, hits = shortlists(6, global_signal=1.0, local_signal=0.0, names=("global",))
-
-    def uncalibrated(train_scores, train_hits):  # raw scores serve as probabilities: only the rules are compared
-        return lambda values: dict(values)
 
     report = choose_fusion(scores, hits, [SingleScore("global"), Memorizer()], uncalibrated, folds=4)
     # out of fold the memorizer knows no held-out pair: it keeps the global order, whose top-1 is hits[:, 0]
@@ -408,23 +411,26 @@ def test_loss_upper_bound_is_the_clopper_pearson_bound(lost, queries):
         assert bound == pytest.approx(1 - 0.05 ** (1 / queries))
     assert loss_upper_bound(queries, queries, 0.95) == 1.0
 
+
+def _switched_queries(switched):
+    """40 queries, matches in slot 0 for queries 0-29 and slot 1 for 30-39; the global score (1, 0.5) always
+    picks slot 0, the local score picks slot 1 for the ``switched`` queries. Returns ``(scores, hits)``."""
+    hits = torch.zeros(40, 2, dtype=torch.bool)
+    hits[:30, 0] = True
+    hits[30:, 1] = True
+    local = torch.tensor([[1.0, 0.0]] * 40, dtype=torch.float64)
+    local[switched] = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    return {"global": torch.tensor([[1.0, 0.5]] * 40, dtype=torch.float64), "lg@0.5": local}, hits
+
+
 @pytest.mark.parametrize("switched,chosen", [
     # the fusion picks slot 1 for these queries: queries 30-39 have their match there, queries 0-29 in slot 0
     (list(range(30, 36)) + [0, 1, 2], "global"),  # 6 gained, 3 lost: +3 <= 1.645 * sqrt(9) = 4.9, within noise
     (list(range(30, 40)), "mean"),  # 10 gained, 0 lost: +10 > 1.645 * sqrt(10) = 5.2
 ])
 def test_a_fusion_replaces_the_best_single_score_only_beyond_the_out_of_fold_noise(switched, chosen):
-    hits = torch.zeros(40, 2, dtype=torch.bool)
-    hits[:30, 0] = True
-    hits[30:, 1] = True
-    local = torch.tensor([[1.0, 0.0]] * 40, dtype=torch.float64)
-    local[switched] = torch.tensor([0.0, 1.0], dtype=torch.float64)
     # the mean of (1, 0.5) and the local (0, 1) prefers slot 1 exactly where the local score does
-    scores = {"global": torch.tensor([[1.0, 0.5]] * 40, dtype=torch.float64), "lg@0.5": local}
-
-    def uncalibrated(train_scores, train_hits):
-        return lambda values: dict(values)
-
+    scores, hits = _switched_queries(switched)
     rules = [SingleScore("global"), MeanFusion()]
     report = choose_fusion(scores, hits, rules, uncalibrated, folds=4, baselines=["global"])
     assert report.top1["mean"] > report.top1["global"] == 30 / 40
@@ -442,16 +448,7 @@ def test_a_fusion_replaces_the_best_single_score_only_beyond_the_out_of_fold_noi
 def test_a_local_score_replaces_the_global_score_only_beyond_the_out_of_fold_noise(switched, chosen):
     """The global score is the reference: a better local score alone must win by more than the noise too (a
     35-dog draw chose the local score on 23 of 24 validation queries against 21 and lost 3 test queries in 74)."""
-    hits = torch.zeros(40, 2, dtype=torch.bool)
-    hits[:30, 0] = True
-    hits[30:, 1] = True
-    local = torch.tensor([[1.0, 0.0]] * 40, dtype=torch.float64)
-    local[switched] = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    scores = {"global": torch.tensor([[1.0, 0.5]] * 40, dtype=torch.float64), "lg@0.5": local}
-
-    def uncalibrated(train_scores, train_hits):
-        return lambda values: dict(values)
-
+    scores, hits = _switched_queries(switched)
     rules = [SingleScore("global"), SingleScore("lg@0.5")]
     report = choose_fusion(scores, hits, rules, uncalibrated, folds=4, baselines=["global", "lg@0.5"])
     assert report.top1["lg@0.5"] > report.top1["global"] == 30 / 40
@@ -465,17 +462,8 @@ def test_a_local_score_replaces_the_global_score_only_beyond_the_out_of_fold_noi
     (list(range(30, 40)), "lg@0.5"),  # local +10 beyond the noise 5.2; the mean only ties it: the local score
 ])
 def test_when_the_noise_cannot_tell_global_from_local_a_fusion_as_good_as_both_is_kept(switched, chosen):
-    hits = torch.zeros(40, 2, dtype=torch.bool)
-    hits[:30, 0] = True
-    hits[30:, 1] = True
-    local = torch.tensor([[1.0, 0.0]] * 40, dtype=torch.float64)
-    local[switched] = torch.tensor([0.0, 1.0], dtype=torch.float64)
     # the mean of (1, 0.5) and the local (1, 0) or (0, 1) picks the slot the local score picks
-    scores = {"global": torch.tensor([[1.0, 0.5]] * 40, dtype=torch.float64), "lg@0.5": local}
-
-    def uncalibrated(train_scores, train_hits):
-        return lambda values: dict(values)
-
+    scores, hits = _switched_queries(switched)
     rules = [SingleScore("global"), SingleScore("lg@0.5"), MeanFusion()]
     report = choose_fusion(scores, hits, rules, uncalibrated, folds=4, baselines=["global", "lg@0.5"])
     assert report.top1["mean"] == report.top1["lg@0.5"] > report.top1["global"]
