@@ -369,7 +369,8 @@ def _choose_cut(embeddings: Tensor, inputs: dict[str, Tensor], k: int | None, se
     graph = None if k is None else min(k, len(photos) - 1)
     few = len(np.unique(labels)) < SMALL_VALIDATION_IDENTITIES
     quantile = FEW_UNSEEN_CUT_QUANTILE[k is None] if few else DIFFERENT_FLOOR_QUANTILE
-    floor = different_identity_floor(everyone, true_labels=everyone_labels, quantile=quantile)
+    floor = (different_identity_floor(everyone, true_labels=everyone_labels, quantile=quantile)
+             if few or k is None else None)  # a top-k graph with enough animals searches every cut
     if few and floor is not None:
         grouped = group_new_photos(photos, threshold=floor, k=graph)
         rule = (f"the cosine only {1 - quantile:.0%} of pairs of different validation animals reach: "
