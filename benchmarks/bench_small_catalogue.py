@@ -18,8 +18,8 @@ they give, against the best value on test (the oracle, which needs the test answ
   (trained validation identities removed from the gallery), and the library's ``fit_open_set`` as it stands;
 - grouping: what ``predict`` does (``fit_open_set``: the top-10 graph, or all pairs when a validation animal has
   more than 20 photos; with fewer than 10 unseen validation animals the cut is the cosine only 20 % (all pairs:
-  2 %) of pairs of different validation animals reach), each of the two graphs with its best-AMI cut, and the
-  best cut of each graph on test;
+  2 %) of pairs of different validation animals reach, and the graph's groups are joined on all pairs at the 2 %
+  cosine), each of the two graphs with its best-AMI cut, and the best single cut of each graph on test;
 - candidate rules for both (``threshold_candidates``, ``cut_candidates``), on validation only.
 
 Prints one Markdown row per data set, the mean and spread over the dog draws, and writes ``<out>/results.json``.

@@ -22,6 +22,7 @@ from reid_lightning.runtime.grouping import (
     dendrogram_of,
     full_linkage_dendrogram,
     group_new_photos,
+    join_groups,
     number_by_size,
     similarity_graph,
 )
@@ -184,6 +185,58 @@ def test_sixty_photos_of_one_new_individual_form_one_group_on_all_pairs_and_spli
     sparse_cut, _ = choose_discovery_threshold(validation, true_labels=identities, k=10)
     sparse = group_new_photos(embeddings, threshold=sparse_cut, k=10)
     assert len(set(sparse.groups[labels == 0].tolist())) > 1
+
+
+def brute_force_join(embeddings, groups, threshold):
+    """Average linkage from given groups, the slow way: every round the mean cosine of every two groups over all
+    their photo pairs, from the (N, N) cosine matrix; join the best while it is >= threshold."""
+    cosine = cosine_matrix(embeddings).astype(np.float64)
+    members = [list(np.flatnonzero(groups == g)) for g in np.unique(groups)]
+    while len(members) > 1:
+        best, pair = -np.inf, None
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                mean = cosine[np.ix_(members[a], members[b])].mean()
+                if mean > best:
+                    best, pair = mean, (a, b)
+        if best < threshold:
+            break
+        a, b = pair
+        members[a] = members[a] + members.pop(b)
+    labels = np.empty(len(groups), dtype=np.int64)
+    for label, photos in enumerate(members):
+        labels[photos] = label
+    return labels
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_joining_groups_equals_average_linkage_on_all_pairs_started_from_them(seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, 16))
+    embeddings = centres[rng.integers(0, 8, 70)] + rng.normal(scale=1.0, size=(70, 16))
+    groups = rng.integers(0, 40, 70)
+    threshold = float(rng.uniform(0.0, 0.5))
+    joined = join_groups(embeddings, groups, threshold=threshold, chunk_size=int(rng.integers(1, 9)))
+    expected = brute_force_join(embeddings, groups, threshold)
+    assert adjusted_rand_score(expected, joined) == pytest.approx(1.0)
+    assert len(np.unique(joined)) == len(np.unique(expected)) < len(np.unique(groups))
+    assert np.array_equal(joined, number_by_size(joined))  # numbered by size like every grouping
+
+
+def test_joining_the_groups_of_a_top_10_graph_forms_sixty_photos_of_one_animal_and_never_goes_below_the_cut():
+    embeddings, labels = orthogonal_individuals([60, 5, 4, 3, 3, 2, 2], seed=11)
+    validation, identities = orthogonal_individuals([5, 4, 4, 3, 3, 2], seed=12)
+    cut, _ = choose_discovery_threshold(validation, true_labels=identities, k=10)
+    assert len(set(group_new_photos(embeddings, threshold=cut, k=10).groups[labels == 0].tolist())) > 1
+    # different animals' photos are near-orthogonal (cosine < 0.2), the big animal's pairs average about 0.7
+    joined = group_new_photos(embeddings, threshold=cut, k=10, join_threshold=0.3)
+    assert adjusted_rand_score(labels, joined.groups) == 1.0
+    assert joined.sizes.tolist() == [60, 5, 4, 3, 3, 2, 2] and joined.threshold == cut
+    # a join threshold below the cut joins at the cut: nothing the graph kept apart at a strict cut comes together
+    strict = group_new_photos(embeddings, threshold=0.95, k=10, join_threshold=0.3)
+    assert np.array_equal(strict.groups, join_groups(embeddings, group_new_photos(
+        embeddings, threshold=0.95, k=10).groups, threshold=0.95))
+    assert strict.num_groups > 7
 
 
 @pytest.mark.parametrize("method", LINKAGES)

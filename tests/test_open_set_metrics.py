@@ -4,6 +4,7 @@
 import itertools
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -308,6 +309,23 @@ def test_new_photos_are_grouped_on_all_pairs_when_a_validation_animal_has_more_t
     assert grouped.num_groups == 3
 
 
+def five_known_then_unknown(labels: torch.Tensor) -> RetrievalResults:
+    """Validation results over a gallery of animals 0-4: the first five queries are those animals (top-1 right at
+    0.9), the others unknown (top-1 animal 0 at 0.3)."""
+    scores = torch.full((len(labels), 5), 0.1, dtype=torch.float64)
+    scores[torch.arange(5), torch.arange(5)] = 0.9
+    scores[5:, 0] = 0.3
+    return RetrievalResults.from_scores(scores, gallery_labels=torch.arange(5), query_labels=labels)
+
+
+def different_animal_cosines(embeddings: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """The cosine of every pair of photos of different animals, by hand."""
+    unit = embeddings.numpy() / np.linalg.norm(embeddings.numpy(), axis=1, keepdims=True)
+    first, second = np.triu_indices(len(labels), 1)
+    different = labels.numpy()[first] != labels.numpy()[second]
+    return np.einsum("ij,ij->i", unit[first], unit[second])[different]
+
+
 def test_two_unseen_identities_cut_at_the_floor_of_different_animals_and_group_sixty_photos_of_a_new_one():
     """Too few unseen validation animals to choose a cut on: the cut is the cosine only 2 % of pairs of different
     validation animals reach (all pairs: an unseen animal has 22 photos), the caution says so in one line, and
@@ -320,17 +338,10 @@ def test_two_unseen_identities_cut_at_the_floor_of_different_animals_and_group_s
         return centres[labels] + 0.15 * torch.randn(len(labels), 32, generator=generator)
 
     labels = torch.tensor([0, 1, 2, 3, 4] + [10] * 22 + [11] * 3)
-    scores = torch.full((len(labels), 5), 0.1, dtype=torch.float64)
-    scores[torch.arange(5), torch.arange(5)] = 0.9
-    scores[5:, 0] = 0.3
-    results = RetrievalResults.from_scores(scores, gallery_labels=torch.arange(5), query_labels=labels)
     embeddings = photos(labels)
-    model = fit_open_set(results, score="top-1 cosine score", embeddings=embeddings)
+    model = fit_open_set(five_known_then_unknown(labels), score="top-1 cosine score", embeddings=embeddings)
     assert model.unseen_identities == 2 and model.discovery_k is None
-    unit = embeddings.numpy() / np.linalg.norm(embeddings.numpy(), axis=1, keepdims=True)
-    first, second = np.triu_indices(len(labels), 1)
-    different = labels.numpy()[first] != labels.numpy()[second]
-    cosines = np.einsum("ij,ij->i", unit[first], unit[second])[different]
+    cosines = different_animal_cosines(embeddings, labels)
     assert model.discovery_threshold == pytest.approx(np.quantile(cosines, 0.98), abs=1e-5)
     caution = model.caution()
     assert "\n" not in caution and caution.startswith("only 2 validation identities were kept out of training")
@@ -343,3 +354,30 @@ def test_two_unseen_identities_cut_at_the_floor_of_different_animals_and_group_s
     grouped = model.group(photos(new))
     assert grouped.sizes.tolist() == [60, 5, 4]
     assert len(set(grouped.groups[:60].tolist())) == 1
+
+
+def test_with_small_validation_animals_the_top_10_graph_groups_are_joined_so_sixty_photos_of_a_new_one_form_one():
+    """Unseen validation animals of 4-6 photos: the grouping runs on the top-10 graph, which cannot hold 60 photos
+    together; its groups are joined on all pairs at the cosine only 2 % of pairs of different validation animals
+    reach (computed here by hand), so the 60 photos of one new animal end in one group and the others stay apart."""
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(64, 64, generator=generator))[0]
+    centres = 0.6 * basis[63] + 0.8 * basis[:63]  # every two animals at cosine 0.36, as a species' photos
+
+    def photos(labels):
+        labels = torch.as_tensor(labels)
+        return centres[labels] + 0.08 * torch.randn(len(labels), 64, generator=generator)
+
+    labels = torch.tensor([0, 1, 2, 3, 4] + [10] * 6 + [11] * 5 + [12] * 4)
+    embeddings = photos(labels)
+    model = fit_open_set(five_known_then_unknown(labels), score="top-1 cosine score", embeddings=embeddings)
+    assert model.discovery_k == 10
+    cosines = different_animal_cosines(embeddings, labels)
+    assert model.discovery_join_cut == pytest.approx(np.quantile(cosines, 0.98), abs=1e-5)
+    assert model.discovery_join_cut > model.discovery_threshold
+    assert "groups joined where all their pairs average cosine" in model.summary(len(labels))
+    assert OpenSetModel.from_dict(model.to_dict()).discovery_join_cut == model.discovery_join_cut
+    new = photos(torch.tensor([20] * 60 + [21] * 5 + [22] * 4 + [23] * 3))
+    assert model.group(new).sizes.tolist() == [60, 5, 4, 3]
+    graph_only = replace(model, discovery_join_cut=None).group(new)
+    assert len(set(graph_only.groups[:60].tolist())) > 1  # what the graph alone does with them

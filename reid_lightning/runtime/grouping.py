@@ -298,14 +298,90 @@ def dendrogram_of(graph_or_embeddings: SimilarityGraph | ArrayLike, *, k: int | 
     return build_dendrogram(graph, linkage=linkage, stop_below=stop_below)
 
 
-def group_new_photos(embeddings: ArrayLike, *, threshold: float, k: int | None = None) -> Discovery:
+def group_new_photos(embeddings: ArrayLike, *, threshold: float, k: int | None = None,
+                     join_threshold: float | None = None) -> Discovery:
     """Proposed individuals among new photos ``(N, D)`` at a cosine cut, on all their pairs (``k`` None) or on
     their top-``k`` graph (``k`` capped at ``N - 1``, as cuts chosen before all pairs were used); a single photo is
-    its own group."""
+    its own group. With a graph and ``join_threshold``, its groups are then joined on all pairs at
+    ``max(join_threshold, threshold)`` (:func:`join_groups`): a new animal with more photos than the graph holds
+    together still forms one group."""
     embeddings = as_numpy(embeddings).astype(np.float32)
     if len(embeddings) < 2:
         return Discovery(groups=np.zeros(len(embeddings), dtype=np.int64), threshold=float(threshold))
-    return discover(embeddings, threshold=threshold, k=None if k is None else min(k, len(embeddings) - 1))
+    found = discover(embeddings, threshold=threshold, k=None if k is None else min(k, len(embeddings) - 1))
+    if k is None or join_threshold is None:
+        return found
+    return Discovery(groups=join_groups(embeddings, found.groups, threshold=max(join_threshold, threshold)),
+                     threshold=found.threshold)
+
+
+def join_groups(embeddings: ArrayLike, groups: ArrayLike, *, threshold: float,
+                chunk_size: int | None = None) -> np.ndarray:
+    """``(N,)`` groups after average linkage on the cosine of all photo pairs of ``embeddings (N, D)``, started
+    from ``groups (N,)``: the two groups whose photos' mean cosine over all their pairs is highest are joined while
+    it is ``>= threshold``.
+
+    The mean cosine of two groups is the dot product of their sums of unit vectors over the product of their
+    sizes, so no ``(N, N)`` matrix is built. A join's linkage to a third group is the size-weighted mean of its
+    parts' linkages, so joins stay within the components of the group pairs already ``>= threshold``: those are
+    found ``chunk_size`` groups at a time and clustered one by one."""
+    vectors = as_numpy(embeddings).astype(np.float64)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    labels = np.unique(as_numpy(groups).reshape(-1), return_inverse=True)[1].reshape(-1)
+    if len(labels) != len(unit):
+        raise ValueError(f"groups has {len(labels)} entries for {len(unit)} photos")
+    if len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
+    count = np.bincount(labels).astype(np.float64)
+    order = np.argsort(labels, kind="stable")
+    sums = np.add.reduceat(unit[order], np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0]), axis=0)
+    num_groups = len(count)
+    rows_per_chunk = chunk_size or max(1, NEIGHBOUR_SCORES_PER_CHUNK // num_groups)
+    root = np.arange(num_groups)
+    for start in range(0, num_groups, rows_per_chunk):
+        stop = min(num_groups, start + rows_per_chunk)
+        linkage = (sums[start:stop] @ sums[start:].T) / np.outer(count[start:stop], count[start:])
+        rows, columns = np.nonzero(linkage >= threshold)
+        rows, columns = rows + start, columns + start
+        keep = columns > rows
+        root = _join(root, rows[keep], columns[keep])
+    joined = np.arange(num_groups)
+    for members in np.split(np.argsort(root, kind="stable"), np.flatnonzero(np.diff(np.sort(root))) + 1):
+        if len(members) > 1:
+            joined[members] = members[_average_linkage_of_groups(sums[members], count[members], threshold)]
+    return number_by_size(joined[labels])
+
+
+def _average_linkage_of_groups(sums: np.ndarray, count: np.ndarray, threshold: float) -> np.ndarray:
+    """``(M,)`` the group (index into the M given groups) each group ends in, joining the highest mean cosine
+    (``sums (M, D)`` of unit vectors, ``count (M,)`` photos) while it is ``>= threshold``; each row's best partner
+    is kept so a join costs O(M)."""
+    linkage = (sums @ sums.T) / np.outer(count, count)
+    np.fill_diagonal(linkage, -np.inf)
+    count = count.copy()
+    owner = np.arange(len(count))
+    best = linkage.argmax(axis=1)
+    best_value = linkage[np.arange(len(count)), best]
+    while True:
+        a = int(np.argmax(best_value))
+        b = int(best[a])
+        if not best_value[a] >= threshold:
+            return owner
+        merged = (count[a] * linkage[a] + count[b] * linkage[b]) / (count[a] + count[b])
+        count[a] += count[b]
+        linkage[a], linkage[:, a] = merged, merged
+        linkage[b], linkage[:, b] = -np.inf, -np.inf
+        linkage[a, a] = -np.inf
+        owner[owner == b] = a
+        best_value[b] = -np.inf
+        stale = (best == a) | (best == b)
+        stale[a] = True
+        stale[b] = False
+        improved = ~stale & (linkage[:, a] > best_value)
+        best[improved], best_value[improved] = a, linkage[improved, a]
+        for row in np.flatnonzero(stale):
+            best[row] = int(linkage[row].argmax())
+            best_value[row] = linkage[row, best[row]]
 
 
 def cosine_matrix(embeddings: ArrayLike) -> np.ndarray:

@@ -116,7 +116,8 @@ class Identifier:
         cut = self.open_set.get("discovery_threshold")
         if cut is not None and is_new.any():
             groups = group_new_photos(embeddings[is_new], threshold=cut,
-                                      k=self.open_set.get("discovery_k", DEFAULT_K)).groups
+                                      k=self.open_set.get("discovery_k", DEFAULT_K),
+                                      join_threshold=self.open_set.get("discovery_join_cut")).groups
             columns["proposed_identity"] = proposed_identities(columns["identity"], is_new=is_new, groups=groups)
         return columns
 
