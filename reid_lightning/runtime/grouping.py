@@ -324,7 +324,7 @@ def join_groups(embeddings: ArrayLike, groups: ArrayLike, *, threshold: float,
     The mean cosine of two groups is the dot product of their sums of unit vectors over the product of their
     sizes, so no ``(N, N)`` matrix is built. A join's linkage to a third group is the size-weighted mean of its
     parts' linkages, so joins stay within the components of the group pairs already ``>= threshold``: those are
-    found ``chunk_size`` groups at a time and clustered one by one."""
+    found ``chunk_size`` groups at a time and clustered one by one (:func:`full_linkage_dendrogram` of the groups)."""
     vectors = as_numpy(embeddings).astype(np.float64)
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     labels = np.unique(as_numpy(groups).reshape(-1), return_inverse=True)[1].reshape(-1)
@@ -346,42 +346,13 @@ def join_groups(embeddings: ArrayLike, groups: ArrayLike, *, threshold: float,
         keep = columns > rows
         root = _join(root, rows[keep], columns[keep])
     joined = np.arange(num_groups)
+    fresh = num_groups  # ids of joined groups start after the untouched groups'
     for members in np.split(np.argsort(root, kind="stable"), np.flatnonzero(np.diff(np.sort(root))) + 1):
         if len(members) > 1:
-            joined[members] = members[_average_linkage_of_groups(sums[members], count[members], threshold)]
+            mean_cosine = (sums[members] @ sums[members].T) / np.outer(count[members], count[members])
+            joined[members] = fresh + full_linkage_dendrogram(mean_cosine, node_sizes=count[members]).cut(threshold)
+            fresh += len(members)
     return number_by_size(joined[labels])
-
-
-def _average_linkage_of_groups(sums: np.ndarray, count: np.ndarray, threshold: float) -> np.ndarray:
-    """``(M,)`` the group (index into the M given groups) each group ends in, joining the highest mean cosine
-    (``sums (M, D)`` of unit vectors, ``count (M,)`` photos) while it is ``>= threshold``; each row's best partner
-    is kept so a join costs O(M)."""
-    linkage = (sums @ sums.T) / np.outer(count, count)
-    np.fill_diagonal(linkage, -np.inf)
-    count = count.copy()
-    owner = np.arange(len(count))
-    best = linkage.argmax(axis=1)
-    best_value = linkage[np.arange(len(count)), best]
-    while True:
-        a = int(np.argmax(best_value))
-        b = int(best[a])
-        if not best_value[a] >= threshold:
-            return owner
-        merged = (count[a] * linkage[a] + count[b] * linkage[b]) / (count[a] + count[b])
-        count[a] += count[b]
-        linkage[a], linkage[:, a] = merged, merged
-        linkage[b], linkage[:, b] = -np.inf, -np.inf
-        linkage[a, a] = -np.inf
-        owner[owner == b] = a
-        best_value[b] = -np.inf
-        stale = (best == a) | (best == b)
-        stale[a] = True
-        stale[b] = False
-        improved = ~stale & (linkage[:, a] > best_value)
-        best[improved], best_value[improved] = a, linkage[improved, a]
-        for row in np.flatnonzero(stale):
-            best[row] = int(linkage[row].argmax())
-            best_value[row] = linkage[row, best[row]]
 
 
 def cosine_matrix(embeddings: ArrayLike) -> np.ndarray:
@@ -585,19 +556,27 @@ def _absorb(adjacency: list[dict[int, float]], a: int, b: int, linkage: str) -> 
 
 
 
-def full_linkage_dendrogram(similarity: np.ndarray, *, linkage: str = "average") -> Dendrogram:
+def full_linkage_dendrogram(similarity: np.ndarray, *, linkage: str = "average",
+                            node_sizes: np.ndarray | None = None) -> Dendrogram:
     """Agglomerative clustering on a dense ``(N, N)`` symmetric similarity matrix (every pair observed), by the
     nearest-neighbour chain: O(N^2) time, the matrix updated in place on a copy (Lance-Williams rules: ``average``
     the size-weighted mean, ``single`` the max, ``complete`` the min). Merges are returned most similar first; a
-    merge's level is capped at its parts' levels, so the order stays a valid tree under float32 rounding."""
+    merge's level is capped at its parts' levels, so the order stays a valid tree under float32 rounding.
+
+    ``node_sizes (N,)`` (average linkage): each node is a group of that many photos and ``similarity`` the mean
+    over the photo pairs of two groups; the clustering then continues from those groups (:func:`join_groups`)."""
     if linkage not in LINKAGES:
         raise ValueError(f"linkage={linkage!r}; choose one of {list(LINKAGES)}")
+    if node_sizes is not None and linkage != "average":
+        raise ValueError(f"node_sizes= needs average linkage, got linkage={linkage!r}")
     scores = np.array(similarity, dtype=np.float32 if similarity.dtype != np.float64 else np.float64)
     n = len(scores)
     if scores.shape != (n, n):
         raise ValueError(f"similarity must be (N, N), got shape {tuple(scores.shape)}")
     np.fill_diagonal(scores, -np.inf)
-    size = np.ones(n)
+    size = np.ones(n) if node_sizes is None else np.asarray(node_sizes, dtype=np.float64).copy()
+    if len(size) != n:
+        raise ValueError(f"node_sizes has {len(size)} entries for a ({n}, {n}) similarity matrix")
     formed_at = np.full(n, np.inf)  # level of the merge that made each cluster (its survivor's row)
     merged_a, merged_b, merge_levels = [], [], []
     chain: list[int] = []
@@ -641,16 +620,17 @@ def full_linkage_dendrogram(similarity: np.ndarray, *, linkage: str = "average")
     levels = np.array(merge_levels, dtype=np.float64)[order]
     representatives = np.stack([np.array(merged_a, dtype=np.int64), np.array(merged_b, dtype=np.int64)],
                                axis=1).reshape(-1, 2)[order]
-    children, sizes = _scipy_ids(n, representatives)
+    children, sizes = _scipy_ids(n, representatives, np.ones(n) if node_sizes is None else node_sizes)
     return Dendrogram(num_nodes=n, children=children, representatives=representatives, levels=levels, sizes=sizes,
                       linkage=linkage)
 
 
-def _scipy_ids(n: int, representatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(children (M, 2), sizes (M,))`` of merges given as one photo of each part, in scipy's numbering."""
+def _scipy_ids(n: int, representatives: np.ndarray, node_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(children (M, 2), sizes (M,))`` of merges given as one node of each part, in scipy's numbering; ``sizes``
+    counts photos (``node_sizes (N,)`` each)."""
     parent = list(range(n))
     node_id = list(range(n))
-    cluster_size = [1] * n
+    cluster_size = [int(count) for count in node_sizes]
 
     def find(a: int) -> int:
         while parent[a] != a:
