@@ -74,7 +74,7 @@ def main() -> None:
         def measure(decisions: int) -> None:
             partition = review.partition()
             curve.append((decisions, adjusted_rand_score(truth, partition), len(set(partition)) - individuals,
-                          int(review.graph.settled.sum())))
+                          int(review.graph.settled.sum()), reviewer.judgements))
 
         measure(0)
         progress = review.progress()
@@ -89,12 +89,13 @@ def main() -> None:
         made = reviewer.review(review, max_decisions=args.max_decisions or naive, on_decision=after)
         bar.close()
         review.close()
-    print(f"{'decisions':>9} {'ARI':>6} {'count error':>11} {'settled':>7}")
-    for decisions, ari, error, settled in curve:
+    print(f"{'decisions':>9} {'ARI':>6} {'count error':>11} {'settled':>7} {'judged':>7}")
+    for decisions, ari, error, settled, judged in curve:
         if decisions % args.every == 0 or decisions == made:
-            print(f"{decisions:>9} {ari:>6.3f} {error:>+11d} {settled:>7}")
-    reached = next((d for d, ari, _, _ in curve if ari >= 0.95), None)
-    print(f"queue empty after {made} decisions; {time.perf_counter() - started:.0f} s")
+            print(f"{decisions:>9} {ari:>6.3f} {error:>+11d} {settled:>7} {judged:>7}")
+    reached = next((d for d, ari, *_ in curve if ari >= 0.95), None)
+    print(f"{'queue empty' if not review.tasks() else 'stopped'} after {made} decisions; "
+          f"{time.perf_counter() - started:.0f} s; judged: photos and groups looked at (a decision judges a page)")
     print(f"decisions_for_ari95={reached if reached is not None else 'not_reached'} photos={naive} naive={naive}")
 
 

@@ -21,9 +21,11 @@ from reid_lightning.review import (
     TaskTaken,
     auto_decisions,
     open_tasks,
+    queue,
 )
 from reid_lightning.review.__main__ import main, parser
 from reid_lightning.review.app import create_app
+from reid_lightning.review.graph import AUTOMATIC
 
 
 @pytest.fixture
@@ -32,56 +34,104 @@ def run(tmp_path):
     return ReviewRun.load(folder), truth
 
 
-def test_decisions_join_split_and_flag_by_hand():
+def test_decisions_join_move_and_flag_by_hand():
     graph = ReviewGraph(["K1", "K1", "new_001", "new_001", "new_001", "new_002"], known=["K1", "K2"])
     assert list(graph.names()) == ["K1", "K1", "new_001", "new_001", "new_001", "new_002"]
     graph.apply(Decision("same", "group:new_002", "group:new_001"))  # two proposed groups: one animal
     assert set(graph.names()[2:]) == {"new_001"}
     graph.apply(Decision("different", "photo:4", "group:new_001"))  # moved out: alone now
     assert graph.names()[4] not in {"new_001", "K1"} and graph.names()[3] == "new_001"
-    graph.apply(Decision("split", "group:new_001", "photo:2,photo:3"))  # out together, as one other animal
+    graph.apply(Decision("same", "photo:3", "individual:K2"), by="ann")  # placed by a person: moves alone
     names = graph.names()
-    assert names[2] == names[3] and names[2] != "new_001" and names[5] == "new_001"
+    assert names[3] == "K2" and names[2] == names[5] == "new_001"
     graph.apply(Decision("name", "photo:2", name="Stripes"))
-    assert graph.names()[2] == graph.names()[3] == "Stripes"
+    assert graph.names()[2] == graph.names()[5] == "Stripes"
     assert graph.inconsistencies() == []
-    graph.apply(Decision("same", "photo:4", "photo:0"))  # the lone photo is K1 ...
-    graph.apply(Decision("same", "photo:5", "individual:K2"))  # ... and new_002's photo is K2
-    assert graph.names()[4] == "K1" and graph.names()[5] == "K2"
-    graph.apply(Decision("different", "photo:4", "individual:K1"))  # joined by a person: flagged, not undone
-    assert graph.names()[4] == "K1"
-    graph.apply(Decision("same", "photo:0", "photo:5"))  # joins K1, K2 and new_001, which photo 4 was moved out of
+    graph.apply(Decision("same", "photo:4", "photo:0"), by=AUTOMATIC)  # joined by no person ...
+    assert graph.names()[4] == "K1" and graph.settled[4] and not graph.placed[4]
+    graph.apply(Decision("different", "photo:4", "individual:K1"), by="ann")  # ... so a person moves it out
+    assert graph.names()[4] != "K1" and not graph.settled[4]
+    graph.apply(Decision("same", "photo:4", "photo:0"), by="ann")
+    graph.apply(Decision("different", "photo:4", "individual:K1"), by="bob")  # joined by a person: flagged, kept
+    assert graph.names()[4] == "K1" and graph.placed[4]
+    graph.apply(Decision("same", "photo:0", "photo:5"), by="ann")  # photo 0 was placed: its groups join
+    graph.apply(Decision("same", "photo:3", "photo:2"), by="ann")  # as do photo 3's (K2) and Stripes'
     assert graph.inconsistencies() == ["photo:4 and group:new_001 were decided different but are joined",
                                        "photo:4 and individual:K1 were decided different but are joined",
+                                       "photo:4 and individual:K1 were decided different but are joined",
                                        "one group joins the known individuals K1, K2"]
-    graph.apply(Decision("confirm", "individual:K1"))
-    # photos 0, 4, 5: by the "same" decisions, 1: confirmed with K1's group; Stripes (2, 3) is another group
-    assert graph.settled.tolist() == [True, True, False, False, True, True]
+    # photo 1 is K1's by the proposal only; every other photo was in a person's "same"
+    assert graph.settled.tolist() == [True, False, True, True, True, True]
+    assert graph.settled_by[4] == "ann"
     with pytest.raises(ValueError, match="no review node 'photo:9'"):
         graph.node("photo:9")
     with pytest.raises(ValueError, match="needs two nodes"):
         Decision("same", "photo:1")
 
 
-def test_queue_priorities_by_hand():
-    # photos 0-2 proposed new_001, photo 3 alone (new_002), photo 4 named K1
+def queue_run() -> tuple[ReviewGraph, Evidence]:
+    """Photos 0-2 proposed new_001, photo 3 alone (new_002), photo 4 named K1; five candidate pairs."""
     graph = ReviewGraph(["new_001", "new_001", "new_001", "new_002", "K1"], known=["K1", "K2"])
     pairs = pd.DataFrame({"row": [0, 1, 3, 3, 4], "kind": ["photo", "photo", "photo", "individual", "individual"],
                           "candidate": ["1", "2", "0", "K2", "K1"], "score": [.9, .8, .5, .4, .7],
                           "probability": [0.9, 0.6, 0.7, 0.2, 0.8]})
-    tasks = {t.key: t for t in open_tasks(graph, Evidence.from_pairs(pairs, graph))}
-    # group new_001: photo links 0.9, 0.9 (best of 0.9 and 0.6), 0.6 -> (0.1 + 0.1 + 0.4) * (3 - 1)
-    assert tasks["group|group:new_001"].priority == pytest.approx(1.2)
-    # K1's group: one new photo with link 0.8 and the known individual -> 0.2 * 1
-    assert tasks["group|individual:K1"].priority == pytest.approx(0.2)
-    # photo 3 (alone) moves: candidates new_001 (0.7 * 1 * 3) then K2 (0.2 * 1 * 1), best first
-    match = tasks["match|group:new_002"]
-    assert match.candidates == ("group:new_001", "individual:K2") and match.probabilities == (0.7, 0.2)
-    assert match.priority == pytest.approx(2.1)
-    assert open_tasks(graph, Evidence.from_pairs(pairs, graph))[0].key == "match|group:new_002"
-    graph.apply(Decision("different", "group:new_002", "group:new_001"))
-    graph.apply(Decision("different", "group:new_002", "individual:K2"))
-    assert "match|group:new_002" not in {t.key for t in open_tasks(graph, Evidence.from_pairs(pairs, graph))}
+    return graph, Evidence.from_pairs(pairs, graph)
+
+
+def test_queue_priorities_by_hand():
+    graph, evidence = queue_run()
+    tasks = open_tasks(graph, evidence)
+    assert [t.key for t in tasks[:2]] == ["animal|group:new_001", "animal|group:new_002"]
+    tasks[2:] = sorted(tasks[2:], key=lambda t: t.key)  # both 0.2
+    assert [t.key for t in tasks[2:]] == ["animal|individual:K1", "animal|individual:K2"]
+    first = tasks[0]
+    # its photos, least sure first: links 0.6 (photo 2), 0.9 (0: to 1), 0.9 (1: best of 0.9 and 0.6)
+    assert first.members == ("photo:2", "photo:0", "photo:1")
+    # photo 3 sits in new_002 by the proposal only: a candidate on its own, P 0.7
+    assert (first.candidates, first.alone, first.probabilities) == (("photo:3",), (True,), (0.7,))
+    assert first.evidence == ("photo:0|photo:3",)
+    # (0.4 + 0.1 + 0.1) x (3 - 1) pairs, + 0.7 x 1 photo x 3 photos of new_001
+    assert first.priority == pytest.approx(1.2 + 2.1)
+    # photo 3: photo 0 (0.7); K2 (0.2) would join as a whole group (its catalogue) and is below the level
+    lone = tasks[1]
+    assert lone.members == ("photo:3",) and lone.candidates == ("photo:0",) and lone.alone == (True,)
+    assert lone.priority == pytest.approx(0.7 * 1)
+    assert tasks[2].members == ("photo:4",) and tasks[2].candidates == () and tasks[2].priority == pytest.approx(0.2)
+    assert tasks[3].members == () and tasks[3].candidates == ("photo:3",) and tasks[3].priority == pytest.approx(0.2)
+
+
+def test_one_answer_moves_out_gathers_and_settles_a_page(monkeypatch):
+    graph, evidence = queue_run()
+    task = open_tasks(graph, evidence)[0]
+    decisions = task.decisions(moved_out={"photo:2"}, joined={"photo:3"}, name="Stripes")
+    assert decisions == [Decision("different", "photo:2", "group:new_001"),
+                         Decision("same", "photo:0", "group:new_001"), Decision("same", "photo:1", "group:new_001"),
+                         Decision("same", "photo:3", "group:new_001"),
+                         Decision("name", "group:new_001", name="Stripes")]
+    for decision in decisions:
+        graph.apply(decision, by="ann")
+    names = graph.names()
+    assert names[[0, 1, 3]].tolist() == ["Stripes"] * 3 and names[2] not in {"Stripes", "new_002"}
+    assert graph.placed.tolist() == [True, True, False, True, False]
+    tasks = {t.key: t for t in open_tasks(graph, evidence)}
+    # Stripes is settled and photo 2 is kept apart from it; Stripes and K2 (photo 3's link, 0.2) are whole groups
+    # now, below the level for whole groups
+    assert set(tasks) == {"animal|photo:2", "animal|individual:K1"} and tasks["animal|photo:2"].candidates == ()
+    monkeypatch.setattr(queue, "GROUP_CANDIDATE_LEVEL", 0.1)
+    tasks = {t.key: t for t in open_tasks(graph, evidence)}
+    assert (tasks["animal|group:new_001"].members, tasks["animal|group:new_001"].candidates) == ((), ("individual:K2",))
+    assert (tasks["animal|individual:K2"].candidates, tasks["animal|individual:K2"].alone) == (("group:new_001",),
+                                                                                                (False,))
+    for decision in tasks["animal|individual:K2"].decisions():  # not K2: neither question is asked again
+        graph.apply(decision, by="ann")
+    assert {t.key for t in open_tasks(graph, evidence)} == {"animal|photo:2", "animal|individual:K1"}
+    lone = tasks["animal|photo:2"]
+    assert lone.decisions() == [Decision("confirm", "photo:2")]
+    with pytest.raises(ValueError, match="keep at least one photo"):
+        lone.decisions(moved_out={"photo:2"})
+    with pytest.raises(ValueError, match="'photo:4' is not a candidate"):
+        lone.decisions(joined={"photo:4"})
+    assert lone.cant_tell() == [Decision("cant_tell", "photo:2", "photo:2")]
 
 
 def test_automatic_decisions_settle_and_place_lone_photos_but_never_join_groups():
@@ -206,7 +256,8 @@ def test_web_app_answers_tokens_photos_and_escaping(tmp_path):
     assert "<script>alert(1)</script>" not in catalogue and "&lt;script&gt;alert(1)&lt;/script&gt;" in catalogue
     values = form_values(page.text)
     task = review.task(values["task"])
-    answer = {**values, "action": "none"} if task.kind == "match" else {**values, "action": "confirm"}
+    assert task is not None
+    answer = {**values, "action": "save"}
     assert client.post("/answer", data={k: v for k, v in answer.items() if k != "token"}).status_code == 403
     assert client.post("/answer", data={**answer, "token": "forged"}).status_code == 403
     assert TestClient(create_app(review, reviewer="eve")).post("/answer", data=answer).status_code == 403  # no cookie
@@ -222,3 +273,30 @@ def test_web_app_answers_tokens_photos_and_escaping(tmp_path):
         assert client.get(request).status_code == 404, request
     assert client.get("/decisions.csv").text.count("\n") == len(review.store.decisions()) + 1
     np.testing.assert_array_equal(review.partition(), Review(review.run, tmp_path / "review").partition())
+
+
+def test_web_page_moves_out_and_joins_what_is_ticked(tmp_path):
+    folder, _ = make_review_run(tmp_path)
+    review = Review(ReviewRun.load(folder), tmp_path / "review")
+    client = TestClient(create_app(review, reviewer="ann"))
+    task = next(t for t in review.tasks() if len(t.members) > 1 and t.candidates and t.a.startswith("group:"))
+    page = client.get("/").text
+    while form_values(page)["task"] != task.key:  # skip to the question with photos to move out and candidates
+        client.post("/answer", data={**form_values(page), "action": "cant_tell"})
+        page = client.get("/").text
+    for member in task.members:
+        assert f'name="out" value="{member}"' in page
+    for candidate in task.candidates:
+        assert f'name="join" value="{candidate}"' in page
+    out, join = task.members[-1], task.candidates[0]
+    answered = client.post("/answer", data={**form_values(page), "action": "save", "out": out, "join": join,
+                                            "name": "Stripes"}, follow_redirects=False)
+    assert answered.status_code == 303
+    graph = review.graph
+    group = graph.find(graph.node(task.a))
+    assert graph.find(graph.node(out)) != group and graph.find(graph.node(join)) == group
+    assert graph.names()[graph.members(graph.node(task.a))[0]] == "Stripes"
+    kept = [graph.node(m) for m in task.members if m != out]
+    assert all(graph.placed[photo] and graph.find(photo) == group for photo in kept)
+    assert client.post("/answer", data={**form_values(client.get("/").text), "action": "save",
+                                        "join": "photo:999"}).status_code == 400

@@ -56,11 +56,10 @@ def browser():
 
 
 def answer_by_key(browser) -> None:
-    """Press the key of the question on screen: N (none of these) for a match, C (confirm) for a group."""
+    """Press C: save the question on screen as it is shown."""
     from selenium.webdriver.common.by import By
 
-    key = "n" if browser.find_elements(By.ID, "none") else "c"
-    browser.find_element(By.TAG_NAME, "body").send_keys(key)
+    browser.find_element(By.TAG_NAME, "body").send_keys("c")
 
 
 def wait_for(browser, element_id: str, text: str | None = None) -> str:

@@ -13,8 +13,9 @@ from .session import DEFAULT_AUTO_ACCEPT, Review
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m reid_lightning.review", description=(
-        "Review the answers of `train.py predict` in a web page on this machine: confirm or correct the known "
-        "individuals named, confirm, split, merge and name the proposed new ones. Every decision is saved at once "
+        "Review the answers of `train.py predict` in a web page on this machine, one animal per page: move out its "
+        "photos of other animals, join the photos and groups that are this one, name the new ones. Every answer is "
+        "saved at once "
         "(SQLite) and the reviewed catalogue is written as a metadata.csv that predict and fit take as they are."))
     parser.add_argument("run", help="the folder predict wrote predictions.csv to (or that predictions CSV)")
     parser.add_argument("--review_dir", help="where the review keeps its decisions and writes the catalogue "

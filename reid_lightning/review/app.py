@@ -24,7 +24,9 @@ from .store import TaskTaken
 
 SESSION_COOKIE = "review_session"
 SHOWN_PHOTOS = 8
-"""Photos shown per group in a question (the matching photo first)."""
+"""Settled photos shown of the animal of a question."""
+CANDIDATE_PHOTOS = 3
+"""Photos shown of a candidate group (the matching photo first)."""
 REFERENCE_PHOTOS = 4
 """Catalogue photos shown for a known individual."""
 
@@ -53,17 +55,15 @@ def create_app(review: Review, *, reviewer: str) -> Starlette:
             return None
         return form
 
-    def group_photos(node: str, *, first: str = "") -> list[tuple[str, str, bool]]:
+    def group_photos(node: str, *, first: str = "", limit: int = SHOWN_PHOTOS) -> list[tuple[str, str, bool]]:
         graph = review.graph
         rows = graph.members(graph.node(node))
         if first.startswith("photo:"):
             rows = sorted(rows, key=lambda r: r != int(first.split(":")[1]))
         ids = review.run.predictions["image_id"]
-        photos = [(f"new/{r}", f"{ids[r]}" + (" (settled)" if graph.settled[r] else ""), f"photo:{r}" == first)
-                  for r in rows[:SHOWN_PHOTOS]]
-        if node.startswith("individual:") or graph.known_of().get(graph.find(graph.node(node))):
-            photos += reference_photos(graph.names()[rows[0]] if rows else node.split(":", 1)[1])
-        return photos
+        photos = [(f"new/{r}", str(ids[r]), f"photo:{r}" == first) for r in rows[:limit]]
+        known = graph.known_of().get(graph.find(graph.node(node)))
+        return photos + (reference_photos(known[0]) if known else [])
 
     def reference_photos(name: str) -> list[tuple[str, str, bool]]:
         ids = review.run.gallery["image_id"]
@@ -78,31 +78,28 @@ def create_app(review: Review, *, reviewer: str) -> Starlette:
     def task_page(request: Request, task: Task | None, *, message: str = "", status: int = 200) -> HTMLResponse:
         if task is None:
             return page(request, "task.html", task=None, message=message, status=status, title="done")
-        values = {"task": task, "revision": review.revision, "message": message, "title": task.kind}
-        if task.kind == "match":
-            firsts = [pair.split("|") for pair in task.evidence]
-            values["asked"] = {"title": title(task.a), "photos": group_photos(task.a, first=firsts[0][0])}
-            values["candidates"] = [
-                {"node": node, "title": title(node), "probability": p,
-                 "photos": group_photos(node, first=second if second.startswith("photo:") else "")}
-                for node, p, (_, second) in zip(task.candidates, task.probabilities, firsts, strict=True)]
-        else:
-            graph = review.graph
-            group = graph.node(task.a)
-            known = graph.known_of().get(graph.find(group))
-            rows = graph.members(group)
-            ids = review.run.predictions["image_id"]
-            values["known"] = bool(known)
-            values["heading"] = (f"Do these new photos show {known[0]}?" if known
-                                 else "Do these photos show one animal?")
-            values["reference"] = {"title": f"{known[0]} in the catalogue",
-                                   "photos": reference_photos(known[0])} if known else None
-            values["members"] = {"title": title(task.a), "photos": [
-                (f"new/{r}", str(ids[r]) + (" (settled)" if graph.settled[r] else ""), r, bool(graph.settled[r]))
-                for r in rows]}
-            values["name"] = graph.names()[rows[0]] if rows else ""
-            values["merges"] = [(node, title(node)) for t in review.tasks() if t.kind == "match" and t.a == task.a
-                                for node in t.candidates]
+        graph = review.graph
+        ids = review.run.predictions["image_id"]
+        group = graph.node(task.a)
+        known = graph.known_of().get(graph.find(group))
+        placed = [r for r in graph.members(group) if graph.placed[r]]
+        reference = reference_photos(known[0]) if known else []
+        reference += [(f"new/{r}", f"{ids[r]} (settled)", False) for r in placed[:SHOWN_PHOTOS]]
+        members = [(f"new/{key.split(':')[1]}", str(ids[int(key.split(':')[1])]), key) for key in task.members]
+        candidates = []
+        for key, alone, probability, pair in zip(task.candidates, task.alone, task.probabilities, task.evidence,
+                                                 strict=True):
+            row = int(key.split(":")[1]) if alone else -1
+            photos = [(f"new/{row}", str(ids[row]), True)] if alone else \
+                group_photos(key, first=pair.split("|")[1], limit=CANDIDATE_PHOTOS)
+            candidates.append({"node": key, "probability": probability, "photos": photos,
+                               "title": f"photo {ids[row]}" if alone else title(key)})
+        values = {"task": task, "revision": review.revision, "message": message, "title": "question",
+                  "heading": f"Which of these photos show {known[0]}?" if known else
+                  "Which of these photos show this animal?",
+                  "animal": title(task.a), "reference": reference, "members": members,
+                  "lone": len(members) == 1 and task.a in task.members, "candidates": candidates,
+                  "known": bool(known), "name": graph.names()[graph.members(group)[0]] if graph.members(group) else ""}
         return page(request, "task.html", status=status, **values)
 
     async def next_question(request: Request) -> Response:
@@ -187,26 +184,12 @@ def create_app(review: Review, *, reviewer: str) -> Starlette:
 def _decisions(task: Task, form) -> list[Decision]:
     """The decisions of one submitted answer to ``task``."""
     action = str(form.get("action", ""))
-    if task.kind == "match":
-        choice = str(form.get("choose", ""))
-        if choice:
-            if choice not in task.candidates:
-                raise ValueError(f"{choice!r} is not a candidate of this question")
-            return [Decision("same", task.a, choice)]
-        if action not in ("none", "cant_tell"):
-            raise ValueError(f"answer {action!r} is not a candidate, none or cant_tell")
-        return [Decision("different" if action == "none" else "cant_tell", task.a, c) for c in task.candidates]
-    ticked = [f"photo:{int(str(row))}" for row in form.getlist("out")]
-    if action in ("move_out", "split") and not ticked:
-        raise ValueError("tick the photos to move out first")
-    decisions = {"confirm": [Decision("confirm", task.a)], "cant_tell": [Decision("cant_tell", task.a, task.a)],
-                 "merge": [Decision("same", task.a, str(form.get("merge_with", "")))],
-                 "move_out": [Decision("different", photo, task.a) for photo in ticked],
-                 "split": [Decision("split", task.a, ",".join(ticked))]}.get(action)
-    if decisions is None:
-        raise ValueError(f"answer {action!r} is not one of confirm, move_out, split, cant_tell, merge")
-    name = str(form.get("name", "")).strip()
-    return decisions + ([Decision("name", task.a, name=name)] if name else [])
+    if action == "cant_tell":
+        return task.cant_tell()
+    if action != "save":
+        raise ValueError(f"answer {action!r} is not one of save, cant_tell")
+    return task.decisions(moved_out={str(key) for key in form.getlist("out")},
+                          joined={str(key) for key in form.getlist("join")}, name=str(form.get("name", "")))
 
 
 def _closed_message(review: Review, key: str) -> str:

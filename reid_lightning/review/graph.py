@@ -4,8 +4,11 @@ Nodes are the new photos (``photo:<row>`` of ``predictions.csv``), the known ind
 the proposed new individuals (``group:<new_001>``). Each photo starts attached to its proposed individual; a
 decision is an edge: ``same`` joins the two nodes' groups, ``different`` keeps them apart (between a photo and the
 group it sits in: the photo is moved out), ``cant_tell`` only marks the pair as asked, ``confirm`` settles every
-photo of a group, ``name`` names a group. The individuals are the connected groups; a ``different`` edge inside a
-group, or a group holding two known individuals, is an inconsistency for a person to look at.
+photo of a group, ``name`` names a group. A person's word outranks the machine's: a photo no person has joined to
+anything sits in its group only by the proposal and the automatic decisions, so a person's ``same`` between it and
+another group moves that photo alone (its old group stays), and a ``different`` moves it out. The individuals are
+the connected groups; a ``different`` edge inside a group, or a group holding two known individuals, is an
+inconsistency for a person to look at.
 
 The state is a replay of the decisions in order, so a review resumes from its decision log alone.
 """
@@ -20,13 +23,14 @@ import numpy as np
 from ..runtime.answers import NEW_INDIVIDUAL
 
 VERDICTS = ("same", "different", "cant_tell")
-KINDS = (*VERDICTS, "confirm", "name", "split")
+KINDS = (*VERDICTS, "confirm", "name")
+AUTOMATIC = "auto"
+"""``by`` of the decisions no person made (pairs joined above the auto-accept level)."""
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One decision: ``kind`` in :data:`KINDS` on nodes ``a`` (and ``b`` for a pair; for ``split``, the photos
-    moved out of ``a``'s group together, as one other animal: ``photo:3,photo:7``), ``name`` for ``name``."""
+    """One decision: ``kind`` in :data:`KINDS` on nodes ``a`` (and ``b`` for a pair), ``name`` for ``name``."""
 
     kind: str
     a: str
@@ -36,7 +40,7 @@ class Decision:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"decision kind {self.kind!r} unknown; one of {', '.join(KINDS)}")
-        if (self.kind in VERDICTS or self.kind == "split") and not self.b:
+        if self.kind in VERDICTS and not self.b:
             raise ValueError(f"a {self.kind!r} decision needs two nodes, got only {self.a!r}")
         if self.kind == "name" and not self.name.strip():
             raise ValueError("a name decision needs a non-empty name")
@@ -63,7 +67,9 @@ class ReviewGraph:
         self.proposal = np.array([anchor_index.get(str(p), -1) for p in proposals], dtype=np.int64)
         self.settled = np.zeros(self.num_photos, dtype=bool)
         self.settled_by: list[str] = [""] * self.num_photos
-        self._same: list[tuple[int, int]] = []
+        self._same: list[tuple[int, int, bool]] = []  # (a, b, by a person)
+        self.person_joined = np.zeros(self.num_photos, dtype=bool)
+        self.placed = np.zeros(self.num_photos, dtype=bool)  # settled by a person
         self.different: list[tuple[int, int]] = []
         self.asked: set[tuple[int, int]] = set()
         self._names: dict[int, str] = {}
@@ -93,15 +99,16 @@ class ReviewGraph:
 
     # ------------------------------------------------------------------ decisions
     def apply(self, decision: Decision, *, by: str = "") -> None:
-        """Apply one decision (``by``: who, recorded on the photos it settles)."""
+        """Apply one decision (``by``: who, recorded on the photos it settles; :data:`AUTOMATIC`: no person)."""
         a = self.node(decision.a)
-        if decision.kind == "split":
-            self._split(a, [self.node(key) for key in decision.b.split(",")])
-            self.num_decisions += 1
-            return
         b = self.node(decision.b) if decision.b else -1
         if decision.kind == "same":
-            self._same.append((a, b))
+            person = by != AUTOMATIC
+            if person and self.find(a) != self.find(b) and self._detach(a):
+                self._rebuild()
+            self._same.append((a, b, person))
+            if person:
+                self.person_joined[[n for n in (a, b) if n < self.num_photos]] = True
             self._union(a, b)
             self._settle([n for n in (a, b) if n < self.num_photos], by)
         elif decision.kind == "different":
@@ -117,38 +124,34 @@ class ReviewGraph:
             self._names[a] = decision.name.strip()
         self.num_decisions += 1
 
-    def _split(self, group: int, photos: list[int]) -> None:
-        """``photos`` leave ``group``'s group together: they become one group of their own, kept apart from it."""
-        movable = [p for p in photos if p < self.num_photos and self.proposal[p] >= 0
-                   and self.find(p) == self.find(group) and not any(p in pair for pair in self._same)]
-        if not movable:
-            return
-        self.proposal[movable] = movable[0]  # the first photo anchors the new group
-        self.different.append((movable[0], group))
-        self._rebuild()
-
     def _move_out(self, photo: int, other: int) -> bool:
-        """``different(photo, other)`` with ``photo`` attached to ``other``'s group only by its proposal: detach."""
-        if photo >= self.num_photos or self.proposal[photo] < 0 or self.find(photo) != self.find(other):
-            return False
-        joined_by_people = any(photo in pair for pair in self._same)
-        if joined_by_people:
+        """``different(photo, other)`` with ``photo`` in ``other``'s group by no person's decision: detach it."""
+        return photo < self.num_photos and self.find(photo) == self.find(other) and self._detach(photo)
+
+    def _detach(self, photo: int) -> bool:
+        """Take ``photo``, joined by no person, out of its group: drop its proposal and its automatic joins (the
+        caller rebuilds). False if a person joined it, or it is not a photo."""
+        if photo >= self.num_photos or self.person_joined[photo]:
             return False
         self.proposal[photo] = -1
+        self._same = [edge for edge in self._same if photo not in edge[:2]]
+        self.settled[photo], self.placed[photo], self.settled_by[photo] = False, False, ""
         return True
 
     def _settle(self, photos: Iterable[int], by: str) -> None:
+        person = by != AUTOMATIC
         for photo in photos:
-            if not self.settled[photo]:
+            if not self.settled[photo] or (person and not self.placed[photo]):
                 self.settled[photo] = True
                 self.settled_by[photo] = by
+            self.placed[photo] |= person
 
     # ------------------------------------------------------------------ union-find
     def _rebuild(self) -> None:
         self._parent = np.arange(self.num_nodes, dtype=np.int64)
         for photo in np.flatnonzero(self.proposal >= 0):
             self._union(int(photo), int(self.proposal[photo]))
-        for a, b in self._same:
+        for a, b, _ in self._same:
             self._union(a, b)
 
     def find(self, node: int) -> int:

@@ -56,53 +56,42 @@ TASK = """{% extends "layout.html" %}{% from "photo.html" import photo %}
   <input type="hidden" name="token" value="{{ token }}">
   <input type="hidden" name="task" value="{{ task.key }}">
   <input type="hidden" name="revision" value="{{ revision }}">
-  {% if task.kind == "match" %}
-    <h2 id="question">Which of these is this animal?</h2>
-    <p>Candidates best first, with the calibrated probability that the two photos in blue frames show one animal.</p>
-    <div class="groups">
-      <div class="group"><h3>{{ asked.title }}</h3>
-      {% for ref, caption, evidence in asked.photos %}{{ photo(ref, caption, evidence) }}{% endfor %}</div>
-    {% for candidate in candidates %}
-      <div class="group"><h3>{{ candidate.title }} · P = {{ "%.2f" | format(candidate.probability) }}</h3>
-      {% for ref, caption, evidence in candidate.photos %}{{ photo(ref, caption, evidence) }}{% endfor %}
-      <br><button name="choose" value="{{ candidate.node }}" id="choose-{{ loop.index }}">This one
-        <kbd>{{ loop.index }}</kbd></button></div>
-    {% endfor %}
-    </div>
-    <button name="action" value="none" id="none">None of these <kbd>N</kbd></button>
-    <button name="action" value="cant_tell" id="cant_tell">Can't tell <kbd>T</kbd></button>
-  {% else %}
-    <h2 id="question">{{ heading }}</h2>
-    <div class="groups">
-    {% if reference %}<div class="group"><h3>{{ reference.title }}</h3>
-      {% for ref, caption, evidence in reference.photos %}{{ photo(ref, caption) }}{% endfor %}</div>{% endif %}
-    <div class="group"><h3>{{ members.title }}</h3>
-      {% for ref, caption, row, settled in members.photos %}
-        <div style="display:inline-block">{{ photo(ref, caption) }}
-        {% if not settled %}<br><label><input type="checkbox" name="out" value="{{ row }}" id="out-{{ loop.index }}">
-          not this animal {% if loop.index < 10 %}<kbd>{{ loop.index }}</kbd>{% endif %}</label>{% endif %}
-        </div>
-      {% endfor %}
-    </div></div>
-    <button name="action" value="confirm" id="confirm">One animal: confirm <kbd>C</kbd></button>
-    <button name="action" value="move_out" id="move_out">Move the ticked photos out, each on its own <kbd>M</kbd></button>
-    <button name="action" value="split" id="split">Move the ticked photos out as one other animal <kbd>O</kbd></button>
-    <button name="action" value="cant_tell" id="cant_tell">Can't tell <kbd>T</kbd></button>
-    {% if merges %}<label>or the same animal as
-      <select name="merge_with">{% for key, title in merges %}<option value="{{ key }}">{{ title }}</option>{% endfor %}
-      </select></label> <button name="action" value="merge" id="merge">Merge</button>{% endif %}
-    {% if not known %}<p><label>Name this animal: <input name="name" id="name" value="" placeholder="{{ name }}">
-      </label> (saved with the answer)</p>{% endif %}
+  <h2 id="question">{{ heading }}</h2>
+  <p>Tick its photos that show another animal (they move out) and the candidates below that show this one (they
+    join it). Saving settles the whole page: the photos left unticked above stay, those below stay apart.</p>
+  <div class="groups">
+    <div class="group"><h3>{{ animal }}</h3>
+    {% for ref, caption, evidence in reference %}{{ photo(ref, caption) }}{% endfor %}
+    {% for ref, caption, key in members %}
+      <div style="display:inline-block">{{ photo(ref, caption) }}
+      {% if not lone %}<br><label><input type="checkbox" name="out" value="{{ key }}" id="out-{{ loop.index }}">
+        not this animal</label>{% endif %}
+      </div>
+    {% endfor %}</div>
+  </div>
+  {% if candidates %}
+  <h3>Also this animal? Tick the ones that are (calibrated probability that the photos in blue frames show one
+    animal)</h3>
+  <div class="groups">
+  {% for candidate in candidates %}
+    <div class="group"><label><input type="checkbox" name="join" value="{{ candidate.node }}"
+      id="join-{{ loop.index }}"> {{ candidate.title }} · P = {{ "%.2f" | format(candidate.probability) }}
+      {% if loop.index < 10 %}<kbd>{{ loop.index }}</kbd>{% endif %}</label><br>
+    {% for ref, caption, evidence in candidate.photos %}{{ photo(ref, caption, evidence) }}{% endfor %}</div>
+  {% endfor %}
+  </div>
   {% endif %}
+  {% if not known %}<p><label>Name this animal: <input name="name" id="name" value="" placeholder="{{ name }}">
+    </label> (saved with the answer)</p>{% endif %}
+  <button name="action" value="save" id="save">Save this page <kbd>C</kbd></button>
+  <button name="action" value="cant_tell" id="cant_tell">Can't tell <kbd>T</kbd></button>
 </form>
 <script>
 document.addEventListener("keydown", function (event) {
   if (event.target.tagName === "INPUT" || event.target.tagName === "SELECT" || event.ctrlKey || event.metaKey) return;
-  var ids = {n: "none", t: "cant_tell", c: "confirm", m: "move_out", o: "split"};
+  var ids = {t: "cant_tell", c: "save"};
   var key = event.key.toLowerCase(), target = ids[key];
-  if (!target && /^[1-9]$/.test(key)) {
-    target = document.getElementById("choose-" + key) ? "choose-" + key : "out-" + key;
-  }
+  if (!target && /^[1-9]$/.test(key)) target = "join-" + key;
   var element = target && document.getElementById(target);
   if (element) { event.preventDefault(); element.click(); }
 });

@@ -1,13 +1,19 @@
 """The review queue: which question to ask a person next, and which pairs need none.
 
-Every open question is scored by how many pairs of photos its answer is expected to change in the catalogue, so
-uncertain questions between large groups come first:
+There is one question, asked about one animal (a known individual, a proposed new one, or a photo on its own):
+"which of these photos show this animal?". It shows the animal's photos that no person has placed (each can be
+moved out) and the photos and groups it matches best that no decision keeps apart (each can be joined). A
+candidate is a photo when no person has placed it (it moves alone, leaving its proposed group), else the whole
+group it is in. One answer settles every photo shown, so a page can gather all the photos of an animal the
+proposal split up, and clean its group at once.
 
-- a **group** question ("are these photos one animal?", for a group with photos nobody has settled): the sum over
-  its unsettled photos of (1 - the best probability linking the photo to the rest of the group) x (size - 1);
-- a **match** question ("which of these is this animal?", for a group, or a photo alone, and the
-  :data:`MATCH_CANDIDATES` groups it matches best that no decision keeps apart; asked from the side without a known
-  individual, else the smaller): the best candidate's P(same) x the product of the two groups' numbers of photos.
+Questions come most useful first: by the number of photo pairs an answer is expected to change, from the
+calibrated probabilities:
+
+- a photo of the animal with best link ``p`` to the rest of its group leaves it with probability ``1 - p``,
+  changing ``size - 1`` pairs;
+- a candidate of ``u`` photos linked with probability ``p`` joins with probability ``p``, adding ``u`` pairs per
+  photo of the animal and per other candidate expected to join with it.
 """
 
 from __future__ import annotations
@@ -19,8 +25,14 @@ import pandas as pd
 
 from .graph import Decision, ReviewGraph
 
-MATCH_CANDIDATES = 5
-"""Candidate groups shown in one match question."""
+MAX_MEMBERS = 16
+"""Photos of the animal checked on one page (least sure first)."""
+MAX_CANDIDATES = 24
+"""Candidate photos and groups shown on one page (best first)."""
+GROUP_CANDIDATE_LEVEL = 0.5
+"""A whole group is a candidate only from this calibrated P(same) on: a wrong tick on a group joins every photo of
+it, and a person's rare slip over many unlikely groups would join many (photos, which move alone, are shown
+whatever their probability)."""
 UNKNOWN_PROBABILITY = 0.5
 """Probability assumed for a photo with no evidence linking it to its group."""
 
@@ -60,112 +72,159 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Task:
-    """One open question.
+    """One open question: which of ``members`` and ``candidates`` show the animal ``a``?
 
     Attributes:
-        kind: ``group`` (confirm a group, move photos out) or ``match`` (which candidate group it joins, if any).
         key: stable name of the question (two tabs showing the same key show the same question).
-        a: the group asked about (its known individual, proposed group, or its photo when alone).
-        probability: the best candidate's P(same) for a match, the group's mean link for a group.
+        a: the animal's node: its known individual, its proposed group, else a photo of it.
+        members: the animal's photos no person placed, least sure first (kept unless moved out).
+        candidates: photos (``photo:<row>``) and groups (their node) it matches best, best first (joined only
+            when ticked).
+        alone: per candidate, True for a photo that moves alone, False for a whole group.
+        probabilities: their calibrated P(same).
+        evidence: per candidate, the photo pair behind it (``"photo:3|photo:9"``: the animal's side first).
         priority: expected number of photo pairs the answer changes.
-        evidence: per candidate, the photo pair behind it (``"photo:3|photo:9"``), () for ``group``.
-        candidates: the candidate groups of a ``match``, best first.
-        probabilities: their P(same).
     """
 
-    kind: str
     key: str
     a: str
-    probability: float
+    members: tuple[str, ...]
+    candidates: tuple[str, ...]
+    alone: tuple[bool, ...]
+    probabilities: tuple[float, ...]
+    evidence: tuple[str, ...]
     priority: float
-    evidence: tuple[str, ...] = ()
-    candidates: tuple[str, ...] = ()
-    probabilities: tuple[float, ...] = ()
+
+    def decisions(self, *, moved_out: set[str] | frozenset[str] = frozenset(),
+                  joined: set[str] | frozenset[str] = frozenset(), name: str = "") -> list[Decision]:
+        """The decisions of one answer: ``moved_out`` members are not this animal, ``joined`` candidates are; every
+        other member is, every other candidate is not; ``name``: the animal's new name.
+
+        Raises:
+            ValueError: a key that is not a member (candidate) of this question, or every photo of an animal known
+                only by its photos moved out.
+        """
+        for given, listed, what in ((moved_out, self.members, "photo of this animal"),
+                                    (joined, self.candidates, "candidate")):
+            unknown = set(given) - set(listed)
+            if unknown:
+                raise ValueError(f"{min(unknown)!r} is not a {what} in this question")
+        kept = [m for m in self.members if m not in moved_out]
+        target = self.a
+        if target.startswith("photo:") and target in self.members:
+            if not kept:
+                raise ValueError("keep at least one photo: the animal of this question is known only by its photos")
+            target = kept[0]
+        decisions = [Decision("different", m, target) for m in self.members if m in moved_out]
+        decisions += [Decision("same", m, target) for m in kept if m != target]
+        decisions += [Decision("same" if c in joined else "different", c, target) for c in self.candidates]
+        if target.startswith("photo:") and not any(d.kind == "same" for d in decisions):
+            decisions.append(Decision("confirm", target))  # a photo alone: settled as an animal of its own
+        if name.strip():
+            decisions.append(Decision("name", target, name=name.strip()))
+        return decisions
+
+    def cant_tell(self) -> list[Decision]:
+        """The answer "can't tell": the question is not asked again."""
+        return [Decision("cant_tell", self.a, self.a)]
 
 
 def open_tasks(graph: ReviewGraph, evidence: Evidence) -> list[Task]:
     """Every open question, most useful first."""
-    roots = graph.roots()
-    sizes = np.bincount(roots[: graph.num_photos], minlength=graph.num_nodes)
-    known_roots = np.zeros(graph.num_nodes, dtype=bool)
-    known_roots[roots[graph.num_photos:][graph.anchor_is_known]] = True
-    ranking = evidence.ranking
-    return sorted(_group_tasks(graph, evidence, roots, sizes, known_roots, ranking)
-                  + _match_tasks(graph, evidence, roots, sizes, known_roots, ranking),
-                  key=lambda task: (-task.priority, task.key))
-
-
-def _group_tasks(graph, evidence, roots, sizes, known_roots, ranking) -> list[Task]:
     photos = graph.num_photos
-    inside = roots[evidence.a] == roots[evidence.b]
-    link = np.full(photos, np.nan)
-    for end in (evidence.a, evidence.b):
-        chosen = inside & (end < photos)
-        order = np.argsort(ranking[chosen])  # the best link last wins
-        link[end[chosen][order]] = ranking[chosen][order]
-    link = np.where(np.isnan(link), UNKNOWN_PROBABILITY, link)
-    unsettled = ~graph.settled
+    roots = graph.roots()
+    sizes = np.bincount(roots[:photos], minlength=graph.num_nodes)
+    anchor_roots = roots[photos:]
+    known_root = np.zeros(graph.num_nodes, dtype=bool)
+    known_root[anchor_roots[graph.anchor_is_known]] = True
+    # a group moves as a whole once a person placed a photo in it or it holds a known individual
+    whole = known_root.copy()
+    whole[roots[:photos][graph.placed]] = True
+    name_of = _stable_nodes(graph, roots)
+
+    ranking = evidence.ranking
+    photo_pair = evidence.b < photos
+    x = np.concatenate([evidence.a, evidence.b[photo_pair]])
+    y = np.concatenate([evidence.b, evidence.a[photo_pair]])
+    p = np.concatenate([ranking, ranking[photo_pair]])
+    x, y, p = np.concatenate([x, y[y >= photos]]), np.concatenate([y, x[y >= photos]]), \
+        np.concatenate([p, p[y >= photos]])  # a known individual's side links to its photos too
+    root_x, root_y = roots[x], roots[y]
+
+    link = np.full(photos, -np.inf)
+    inside = (root_x == root_y) & (x < photos)
+    np.maximum.at(link, x[inside], p[inside])
+    link = np.where(np.isfinite(link), link, UNKNOWN_PROBABILITY)
+
+    # candidates: a photo nobody placed moves alone, anything else with its whole group
+    outside = (root_x != root_y) & ~(known_root[root_x] & known_root[root_y])
+    as_group = whole[root_y]
+    outside &= as_group | (y < photos)
+    outside &= ~as_group | (p >= GROUP_CANDIDATE_LEVEL)
+    unit = np.where(as_group, -1 - root_y, y)
+    outside &= ~_kept_apart(graph, roots, root_x, y, root_y, as_group)
+    frame = pd.DataFrame({"root": root_x[outside], "unit": unit[outside], "p": p[outside], "x": x[outside],
+                          "y": y[outside], "unit_root": root_y[outside]})
+    frame = frame.sort_values(["p", "root", "unit"], ascending=[False, True, True], kind="stable")
+    frame = frame.drop_duplicates(["root", "unit"])
+    frame = frame[frame.groupby("root").cumcount() < MAX_CANDIDATES]
+    candidates = {int(root): rows for root, rows in frame.groupby("root", sort=False)}
+
+    asked = {a for a, b in graph.asked if a == b}
+    unplaced = ~graph.placed
     tasks = []
-    for root in np.unique(roots[:photos][unsettled]):
-        group = roots[:photos] == root
-        others = sizes[root] - 1 + int(known_roots[root])
-        if others < 1:
+    for root in sorted(set(np.unique(roots[:photos][unplaced]).tolist()) | set(candidates)):
+        shown = name_of[root]
+        if shown in asked:
             continue
-        waiting = group & unsettled
-        shown = _shown_node(graph, roots, root)
-        if (shown, shown) in graph.asked:  # a person could not tell
+        others = sizes[root] - 1 + int(known_root[root])
+        members = np.flatnonzero((roots[:photos] == root) & unplaced)
+        members = members[np.argsort(link[members], kind="stable")][:MAX_MEMBERS]
+        gain = float(((1 - link[members]) * others).sum())
+        rows = candidates.get(root)
+        keys, alone, probabilities, pairs = (), (), (), ()
+        if rows is not None:
+            unit_size = np.where(rows["unit"].to_numpy() < 0, np.maximum(sizes[rows["unit_root"].to_numpy()], 1), 1)
+            joins = rows["p"].to_numpy() * unit_size
+            gain += float((joins * (max(int(sizes[root]), 1) + 0.5 * (joins.sum() - joins))).sum())
+            keys = tuple(graph.key(int(name_of[r])) if u < 0 else f"photo:{int(u)}"
+                         for u, r in zip(rows["unit"], rows["unit_root"], strict=True))
+            alone = tuple(bool(u >= 0) for u in rows["unit"])
+            probabilities = tuple(float(v) for v in rows["p"])
+            pairs = tuple(f"{graph.key(int(a))}|{graph.key(int(b))}" for a, b in zip(rows["x"], rows["y"], strict=True))
+        if not len(members) and not keys:
             continue
-        anchor = graph.key(shown)
-        tasks.append(Task(kind="group", key=f"group|{anchor}", a=anchor,
-                          probability=float(link[group].mean()),
-                          priority=float((1 - link[waiting]).sum() * others)))
-    return tasks
+        anchor = graph.key(int(shown))
+        tasks.append(Task(key=f"animal|{anchor}", a=anchor, members=tuple(f"photo:{m}" for m in members),
+                          candidates=keys, alone=alone, probabilities=probabilities, evidence=pairs,
+                          priority=gain))
+    return sorted(tasks, key=lambda task: (-task.priority, task.key))
 
 
-def _shown_node(graph: ReviewGraph, roots: np.ndarray, root: int) -> int:
-    """The node naming a group: its known individual, else its first proposed group, else its first photo."""
-    anchors = np.flatnonzero(roots[graph.num_photos:] == root)
-    if len(anchors):
-        known = anchors[graph.anchor_is_known[anchors]]
-        return int(graph.num_photos + (known[0] if len(known) else anchors[0]))
-    return int(root)
+def _stable_nodes(graph: ReviewGraph, roots: np.ndarray) -> np.ndarray:
+    """``(num_nodes,)`` per root the node naming its group, one no answer moves: its known individual, else its
+    first proposed group, else its first photo a person placed, else its first photo."""
+    photos = graph.num_photos
+    name_of = np.arange(graph.num_nodes)
+    order = ([photos + i for i in np.flatnonzero(~graph.anchor_is_known)][::-1]
+             + [photos + i for i in np.flatnonzero(graph.anchor_is_known)][::-1])
+    candidates = [*np.flatnonzero(~graph.placed)[::-1], *np.flatnonzero(graph.placed)[::-1], *order]
+    for node in candidates:  # later ones win: known first, then proposed groups, then placed photos
+        name_of[roots[node]] = node
+    return name_of
 
 
-def _match_tasks(graph, evidence, roots, sizes, known_roots, ranking) -> list[Task]:
-    root_a, root_b = roots[evidence.a], roots[evidence.b]
-    low, high = np.minimum(root_a, root_b), np.maximum(root_a, root_b)
-    asked = np.array([(min(a, b), max(a, b)) in graph.asked for a, b in zip(evidence.a, evidence.b, strict=True)],
-                     dtype=bool) if graph.asked else np.zeros(len(low), dtype=bool)
-    apart = {(min(roots[a], roots[b]), max(roots[a], roots[b])) for a, b in graph.different}
-    kept_apart = np.array([(lo, hi) in apart for lo, hi in zip(low, high, strict=True)], dtype=bool) \
-        if apart else np.zeros(len(low), dtype=bool)
-    open_pair = (low != high) & ~(known_roots[low] & known_roots[high]) & ~asked & ~kept_apart
-    best: dict[tuple[int, int], int] = {}
-    for index in np.flatnonzero(open_pair)[np.argsort(-ranking[open_pair], kind="stable")]:
-        best.setdefault((int(low[index]), int(high[index])), int(index))
-    # each pair of groups is asked from the side that moves: the group without a known individual, else the
-    # smaller one; its candidates are the groups it matches best
-    options: dict[int, list[tuple[float, int, int]]] = {}
-    for (lo, hi), index in best.items():
-        moving, target = (lo, hi) if _moves_first(lo, hi, sizes, known_roots) else (hi, lo)
-        options.setdefault(moving, []).append((float(ranking[index]), target, index))
-    tasks = []
-    for moving, listed in options.items():
-        listed = sorted(listed, key=lambda option: -option[0])[:MATCH_CANDIDATES]
-        shown = graph.key(_shown_node(graph, roots, moving))
-        candidates = tuple(graph.key(_shown_node(graph, roots, target)) for _, target, _ in listed)
-        evidence_pairs = tuple(f"{graph.key(int(evidence.a[i]))}|{graph.key(int(evidence.b[i]))}" for *_, i in listed)
-        gains = [p * max(int(sizes[moving]), 1) * max(int(sizes[target]), 1) for p, target, _ in listed]
-        tasks.append(Task(kind="match", key=f"match|{shown}", a=shown, probability=listed[0][0],
-                          priority=float(max(gains)), candidates=candidates,
-                          probabilities=tuple(p for p, *_ in listed), evidence=evidence_pairs))
-    return tasks
-
-
-def _moves_first(a: int, b: int, sizes: np.ndarray, known_roots: np.ndarray) -> bool:
-    if known_roots[a] != known_roots[b]:
-        return not known_roots[a]
-    return (sizes[a], a) <= (sizes[b], b)
+def _kept_apart(graph: ReviewGraph, roots: np.ndarray, root_x: np.ndarray, y: np.ndarray, root_y: np.ndarray,
+                as_group: np.ndarray) -> np.ndarray:
+    """Which candidate links a decision rules out: a ``different`` between the two groups (for a whole group), or
+    between this very photo and the animal's group (for a photo that moves alone)."""
+    if not graph.different:
+        return np.zeros(len(y), dtype=bool)
+    ends = np.array(graph.different, dtype=np.int64)
+    size = graph.num_nodes
+    groups = np.concatenate([roots[ends[:, 0]] * size + roots[ends[:, 1]], roots[ends[:, 1]] * size + roots[ends[:, 0]]])
+    photo_ends = np.concatenate([ends[:, 0] * size + roots[ends[:, 1]], ends[:, 1] * size + roots[ends[:, 0]]])
+    return np.where(as_group, np.isin(root_x * size + root_y, groups), np.isin(y * size + root_x, photo_ends))
 
 
 def auto_decisions(graph: ReviewGraph, evidence: Evidence, level: float) -> list[Decision]:

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 
 from ..rundir import new_temp_file
-from .graph import Decision, ReviewGraph
+from .graph import AUTOMATIC, Decision, ReviewGraph
 from .inputs import ReviewRun
 from .queue import Evidence, Task, auto_decisions, open_tasks
 from .store import DecisionStore
 
 DEFAULT_AUTO_ACCEPT = 0.98
 """Pairs with a calibrated P(same) at least this high are joined without a person."""
-AUTO_REVIEWER = "auto"
+AUTO_REVIEWER = AUTOMATIC
 CATALOGUE_COLUMNS = ("image_id", "identity", "path", "bbox", "review")
 
 

@@ -1,11 +1,10 @@
 """``SimulatedReviewer``: answers the review's questions from the true identities, optionally wrong at a rate.
 
-It sees what a person sees on the page (the photos of the groups a question shows) and answers as a careful person
-would: a group is the animal most of its photos show (the known individual when it holds one); the photos of
-another animal are moved out together (one answer per such animal, largest first), photos alone of their animal
-are moved out each on its own in one answer, then the group is confirmed; in a match question it picks the first
-candidate that is the same animal, else "none of these". With ``error_rate`` each of these judgements (a photo
-belongs, a candidate is the same animal) is flipped with that probability.
+It sees what a person sees on the page and answers as a careful person would: the animal of a question is its
+known individual, else the one most of its photos show; each of its photos showing another animal is moved out,
+each candidate photo showing this animal is joined, and a candidate group is joined when it is this animal (its
+known individual, else the animal most of its photos show). With ``error_rate`` each of these judgements is flipped
+with that probability. It answers through :meth:`Task.decisions`, as the page does.
 """
 
 from __future__ import annotations
@@ -30,10 +29,14 @@ class SimulatedReviewer:
         self.truth = np.asarray(truth, dtype=object)
         self.error_rate = error_rate
         self.name = name
+        self.judgements = 0
+        """Photos and groups judged so far (one per member and candidate of each question answered)."""
         self._random = np.random.default_rng(seed)
 
-    def _wrong(self) -> bool:
-        return self.error_rate > 0 and bool(self._random.random() < self.error_rate)
+    def _judged(self, same: bool) -> bool:
+        """A judgement of ``same``, wrong with probability ``error_rate``."""
+        wrong = self.error_rate > 0 and bool(self._random.random() < self.error_rate)
+        return same != wrong
 
     def animal(self, review: Review, node: str) -> str:
         """The animal a person sees in ``node``'s group: its known individual, else most of its photos'."""
@@ -48,29 +51,16 @@ class SimulatedReviewer:
         return Counter(self.truth[members]).most_common(1)[0][0]
 
     def answer(self, review: Review, task: Task) -> list[Decision]:
-        """One answer to ``task``: the candidate showing the same animal, or "none of these"; for a group, the
-        photos of one other animal moved out, or confirm (a group takes one answer per other animal)."""
-        graph = review.graph
-        if task.kind == "match":
-            animal = self.animal(review, task.a)
-            for candidate in task.candidates:
-                if (self.animal(review, candidate) == animal) != self._wrong():
-                    return [Decision("same", task.a, candidate)]
-            return [Decision("different", task.a, candidate) for candidate in task.candidates]
+        """One answer to ``task``: which of its photos and candidates show the animal of the question."""
         animal = self.animal(review, task.a)
-        group = graph.node(task.a)
-        strays: dict[str, list[int]] = {}
-        for photo in graph.members(group):
-            if graph.settled[photo] or (photo, group) in graph.different:
-                continue
-            if (self.truth[photo] == animal) == self._wrong():
-                strays.setdefault(self.truth[photo], []).append(photo)
-        if not strays:
-            return [Decision("confirm", task.a)]
-        largest = max(strays.values(), key=len)  # the biggest other animal leaves first, all its photos at once
-        if len(largest) > 1:
-            return [Decision("split", task.a, ",".join(f"photo:{p}" for p in largest))]
-        return [Decision("different", f"photo:{photos[0]}", task.a) for photos in strays.values()]  # each alone
+        self.judgements += len(task.members) + len(task.candidates)
+        moved_out = [m for m in task.members if not self._judged(self.truth[int(m.split(":")[1])] == animal)]
+        if task.a.startswith("photo:") and task.a in task.members and len(moved_out) == len(task.members):
+            moved_out = moved_out[1:]  # the page refuses to move out every photo of an animal known by its photos
+        joined = {candidate for candidate, alone in zip(task.candidates, task.alone, strict=True)
+                  if self._judged((self.truth[int(candidate.split(":")[1])] if alone
+                                   else self.animal(review, candidate)) == animal)}
+        return task.decisions(moved_out=set(moved_out), joined=joined)
 
     def review(self, review: Review, *, max_decisions: int, on_decision=None) -> int:
         """Answer the first open question until none is left or ``max_decisions`` were made; ``on_decision(n)``
