@@ -41,9 +41,11 @@ def test_decisions_join_move_and_flag_by_hand():
     assert set(graph.names()[2:]) == {"new_001"}
     graph.apply(Decision("different", "photo:4", "group:new_001"))  # moved out: alone now
     assert graph.names()[4] not in {"new_001", "K1"} and graph.names()[3] == "new_001"
-    graph.apply(Decision("same", "photo:3", "individual:K2"), by="ann")  # placed by a person: moves alone
+    graph.apply(Decision("same", "photo:3", "individual:K2"), by="ann")  # a person's first look: moves alone
     names = graph.names()
-    assert names[3] == "K2" and names[2] == names[5] == "new_001"
+    assert names[3] == "K2" and names[2] == names[5] == "new_001" and not graph.settled[3]
+    graph.apply(Decision("same", "photo:3", "individual:K2"), by="ann")  # the second look places it
+    assert graph.placed[3]
     graph.apply(Decision("name", "photo:2", name="Stripes"))
     assert graph.names()[2] == graph.names()[5] == "Stripes"
     assert graph.inconsistencies() == []
@@ -52,7 +54,9 @@ def test_decisions_join_move_and_flag_by_hand():
     graph.apply(Decision("different", "photo:4", "individual:K1"), by="ann")  # ... so a person moves it out
     assert graph.names()[4] != "K1" and not graph.settled[4]
     graph.apply(Decision("same", "photo:4", "photo:0"), by="ann")
-    graph.apply(Decision("different", "photo:4", "individual:K1"), by="bob")  # joined by a person: flagged, kept
+    assert graph.names()[4] == "K1" and not graph.placed[4]  # to be looked at again
+    graph.apply(Decision("same", "photo:4", "photo:0"), by="ann")
+    graph.apply(Decision("different", "photo:4", "individual:K1"), by="bob")  # placed by a person: flagged, kept
     assert graph.names()[4] == "K1" and graph.placed[4]
     graph.apply(Decision("same", "photo:0", "photo:5"), by="ann")  # photo 0 was placed: its groups join
     graph.apply(Decision("same", "photo:3", "photo:2"), by="ann")  # as do photo 3's (K2) and Stripes'
@@ -112,6 +116,13 @@ def test_one_answer_moves_out_gathers_and_settles_a_page(monkeypatch):
         graph.apply(decision, by="ann")
     names = graph.names()
     assert names[[0, 1, 3]].tolist() == ["Stripes"] * 3 and names[2] not in {"Stripes", "new_002"}
+    assert graph.placed.tolist() == [True, True, False, False, False]
+    tasks = {t.key: t for t in open_tasks(graph, evidence)}
+    # photo 3 came from elsewhere: Stripes asks about it once more (a second look), (1 - 0.7) x 2 pairs
+    second = tasks["animal|group:new_001"]
+    assert second.members == ("photo:3",) and second.priority == pytest.approx(0.6)
+    for decision in second.decisions():
+        graph.apply(decision, by="ann")
     assert graph.placed.tolist() == [True, True, False, True, False]
     tasks = {t.key: t for t in open_tasks(graph, evidence)}
     # Stripes is settled and photo 2 is kept apart from it; Stripes and K2 (photo 3's link, 0.2) are whole groups

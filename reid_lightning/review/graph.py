@@ -6,7 +6,9 @@ decision is an edge: ``same`` joins the two nodes' groups, ``different`` keeps t
 group it sits in: the photo is moved out), ``cant_tell`` only marks the pair as asked, ``confirm`` settles every
 photo of a group, ``name`` names a group. A person's word outranks the machine's: a photo no person has joined to
 anything sits in its group only by the proposal and the automatic decisions, so a person's ``same`` between it and
-another group moves that photo alone (its old group stays), and a ``different`` moves it out. The individuals are
+another group moves that photo alone (its old group stays), and a ``different`` moves it out. A photo moved so is
+not settled yet: it waits for a second look (a person's ``same`` within its new group), so one slip on a page of
+candidates does not stay unseen. The individuals are
 the connected groups; a ``different`` edge inside a group, or a group holding two known individuals, is an
 inconsistency for a person to look at.
 
@@ -104,13 +106,15 @@ class ReviewGraph:
         b = self.node(decision.b) if decision.b else -1
         if decision.kind == "same":
             person = by != AUTOMATIC
-            if person and self.find(a) != self.find(b) and self._detach(a):
+            first_look = person and self.find(a) != self.find(b) and self._detach(a)
+            if first_look:
                 self._rebuild()
-            self._same.append((a, b, person))
+            placed = [n for n in ((b,) if first_look else (a, b)) if n < self.num_photos]
+            self._same.append((a, b, person and not first_look))
             if person:
-                self.person_joined[[n for n in (a, b) if n < self.num_photos]] = True
+                self.person_joined[placed] = True
             self._union(a, b)
-            self._settle([n for n in (a, b) if n < self.num_photos], by)
+            self._settle(placed, by)
         elif decision.kind == "different":
             self.different.append((a, b))
             moved = self._move_out(a, b) or self._move_out(b, a)
