@@ -2,9 +2,9 @@
 
 The reviewer answers the review page's questions (the same queue and propagation: ``reid_lightning.review.Review``)
 from the true identities, optionally wrong at ``--error_rate``. Printed: the ARI of the catalogue (every new photo
-under its individual now: settled or, when nobody settled it yet, as proposed) and its count error against the
-number of decisions, then the line ``decisions_for_ari95=N photos=M naive=K`` (naive: one decision per photo against
-its top-1 answer).
+under its individual now: settled or, when nobody settled it yet, as proposed), its count error and the photos and
+groups judged so far (a decision answers one page of them) against the number of decisions, then the line
+``decisions_for_ari95=N photos=M naive=K`` (naive: one decision per photo against its top-1 answer).
 
     python benchmarks/bench_review.py --predictions RUN/predictions.csv --truth truth.csv [--error_rate 0.03]
 

@@ -87,7 +87,7 @@ class Review:
                 raise TaskClosed(f"the question {task_key} is no longer open: the catalogue changed; "
                                  "here is the next one")
             for decision in decisions:  # unknown nodes fail before anything is saved
-                for key in [decision.a, *filter(None, decision.b.split(","))]:
+                for key in filter(None, (decision.a, decision.b)):
                     self.graph.node(key)
             revision = self.store.record(decisions, reviewer=reviewer, task=task_key, seen_revision=seen_revision)
             for decision in decisions:
