@@ -69,10 +69,9 @@ def create_app(review: Review, *, reviewer: str) -> Starlette:
         ids = review.run.gallery["image_id"]
         return [(f"gallery/{r}", f"catalogue: {ids[r]}", False) for r in gallery_rows.get(name, [])[:REFERENCE_PHOTOS]]
 
-    def title(node: str) -> str:
-        graph = review.graph
-        members = graph.members(graph.node(node))
-        name = graph.names()[members[0]] if members else node.split(":", 1)[1]
+    def title(node: str, names) -> str:
+        members = review.graph.members(review.graph.node(node))
+        name = names[members[0]] if members else node.split(":", 1)[1]
         return f"{name} ({len(members)} new photo{'s' if len(members) != 1 else ''})"
 
     def task_page(request: Request, task: Task | None, *, message: str = "", status: int = 200) -> HTMLResponse:
@@ -80,6 +79,7 @@ def create_app(review: Review, *, reviewer: str) -> Starlette:
             return page(request, "task.html", task=None, message=message, status=status, title="done")
         graph = review.graph
         ids = review.run.predictions["image_id"]
+        names = graph.names()
         group = graph.node(task.a)
         known = graph.known_of().get(graph.find(group))
         placed = [r for r in graph.members(group) if graph.placed[r]]
@@ -93,13 +93,13 @@ def create_app(review: Review, *, reviewer: str) -> Starlette:
             photos = [(f"new/{row}", str(ids[row]), True)] if alone else \
                 group_photos(key, first=pair.split("|")[1], limit=CANDIDATE_PHOTOS)
             candidates.append({"node": key, "probability": probability, "photos": photos,
-                               "title": f"photo {ids[row]}" if alone else title(key)})
+                               "title": f"photo {ids[row]}" if alone else title(key, names)})
         values = {"task": task, "revision": review.revision, "message": message, "title": "question",
                   "heading": f"Which of these photos show {known[0]}?" if known else
                   "Which of these photos show this animal?",
-                  "animal": title(task.a), "reference": reference, "members": members,
+                  "animal": title(task.a, names), "reference": reference, "members": members,
                   "lone": len(members) == 1 and task.a in task.members, "candidates": candidates,
-                  "known": bool(known), "name": graph.names()[graph.members(group)[0]] if graph.members(group) else ""}
+                  "known": bool(known), "name": names[graph.members(group)[0]] if graph.members(group) else ""}
         return page(request, "task.html", status=status, **values)
 
     async def next_question(request: Request) -> Response:
