@@ -104,6 +104,47 @@ def test_queue_priorities_by_hand():
     assert tasks[3].members == () and tasks[3].candidates == ("photo:3",) and tasks[3].priority == pytest.approx(0.2)
 
 
+def test_a_likely_photo_needs_two_answers_against_it(monkeypatch):
+    graph = ReviewGraph(["new_001", "new_001", "new_002", "new_003"], known=[])
+    pairs = pd.DataFrame({"row": [0, 2, 3], "kind": ["photo"] * 3, "candidate": ["1", "0", "0"],
+                          "score": [.9, .6, .1], "probability": [0.9, 0.6, 0.1]})
+    evidence = Evidence.from_pairs(pairs, graph)
+
+    def candidates() -> tuple[str, ...]:
+        tasks = {t.key: t for t in open_tasks(graph, evidence)}
+        return tasks["animal|group:new_001"].candidates if "animal|group:new_001" in tasks else ()
+
+    assert candidates() == ("photo:2", "photo:3")
+    for decision in open_tasks(graph, evidence)[0].decisions():  # new_001's page: neither is this animal
+        graph.apply(decision, by="ann")
+    # P 0.6 >= REASK_LEVEL (0.2): one "not this animal" may be a slip, photo 2 is offered again; P 0.1: settled
+    assert candidates() == ("photo:2",)
+    monkeypatch.setattr(queue, "REASK_LEVEL", 0.7)
+    assert candidates() == ()
+    monkeypatch.setattr(queue, "REASK_LEVEL", 0.2)
+    graph.apply(Decision("different", "photo:2", "photo:1"), by="bob")  # a second answer against it
+    assert candidates() == ()
+
+
+def test_a_photo_moved_out_after_a_first_look_goes_back_where_it_came_from():
+    graph = ReviewGraph(["new_001", "new_001", "new_001", "new_002", "new_003"], known=[])
+    graph.apply(Decision("same", "photo:1", "group:new_002"), by="ann")  # first look: moves to new_002
+    graph.apply(Decision("same", "photo:1", "group:new_003"), by="ann")  # and on to new_003
+    assert graph.names()[1] == "new_003" and not graph.settled[1]
+    graph.apply(Decision("different", "photo:1", "group:new_003"), by="ann")  # the second look: not new_003
+    assert graph.names()[1] == "new_001" and not graph.settled[1]  # back in the group it first left
+    graph.apply(Decision("same", "photo:2", "group:new_002"), by="ann")
+    graph.apply(Decision("different", "photo:2", "photo:0"), by="bob")  # a person keeps it apart from new_001 ...
+    graph.apply(Decision("different", "photo:2", "group:new_002"), by="ann")
+    names = graph.names()
+    assert names[2] not in {"new_001", "new_002"} and list(names).count(names[2]) == 1  # ... so it stays alone
+    graph.apply(Decision("same", "photo:0", "group:new_002"), by="ann")
+    graph.apply(Decision("same", "photo:0", "group:new_002"), by="ann")  # placed in new_002 by a person
+    graph.apply(Decision("different", "photo:0", "group:new_002"), by="bob")
+    assert graph.names()[0] == "new_002"  # a person's placement is kept (and flagged), not sent back
+    assert graph.inconsistencies() == ["photo:0 and group:new_002 were decided different but are joined"]
+
+
 def test_one_answer_moves_out_gathers_and_settles_a_page(monkeypatch):
     graph, evidence = queue_run()
     task = open_tasks(graph, evidence)[0]
@@ -118,9 +159,11 @@ def test_one_answer_moves_out_gathers_and_settles_a_page(monkeypatch):
     assert names[[0, 1, 3]].tolist() == ["Stripes"] * 3 and names[2] not in {"Stripes", "new_002"}
     assert graph.placed.tolist() == [True, True, False, False, False]
     tasks = {t.key: t for t in open_tasks(graph, evidence)}
-    # photo 3 came from elsewhere: Stripes asks about it once more (a second look), (1 - 0.7) x 2 pairs
+    # photo 3 came from elsewhere: Stripes asks about it once more (a second look), (1 - 0.7) x 2 pairs; photo 2
+    # (P 0.6 to photo 1) is offered again, one "not this animal" is not enough for it: + 0.6 x 1 photo x 3 photos
     second = tasks["animal|group:new_001"]
-    assert second.members == ("photo:3",) and second.priority == pytest.approx(0.6)
+    assert second.members == ("photo:3",) and second.candidates == ("photo:2",)
+    assert second.priority == pytest.approx(0.3 * 2 + 0.6 * 3)
     for decision in second.decisions():
         graph.apply(decision, by="ann")
     assert graph.placed.tolist() == [True, True, False, True, False]

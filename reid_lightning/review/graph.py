@@ -8,9 +8,10 @@ photo of a group, ``name`` names a group. A person's word outranks the machine's
 anything sits in its group only by the proposal and the automatic decisions, so a person's ``same`` between it and
 another group moves that photo alone (its old group stays), and a ``different`` moves it out. A photo moved so is
 not settled yet: it waits for a second look (a person's ``same`` within its new group), so one slip on a page of
-candidates does not stay unseen. The individuals are
-the connected groups; a ``different`` edge inside a group, or a group holding two known individuals, is an
-inconsistency for a person to look at.
+candidates does not stay unseen; when the second look moves it out, it goes back to the group it came from (unless
+a ``different`` keeps it apart from there) rather than standing alone. The individuals are the connected groups; a
+``different`` edge inside a group, or a group holding two known individuals, is an inconsistency for a person to
+look at.
 
 The state is a replay of the decisions in order, so a review resumes from its decision log alone.
 """
@@ -73,6 +74,7 @@ class ReviewGraph:
         self.person_joined = np.zeros(self.num_photos, dtype=bool)
         self.placed = np.zeros(self.num_photos, dtype=bool)  # settled by a person
         self.different: list[tuple[int, int]] = []
+        self._origin: dict[int, int] = {}  # photo moved by a first look -> a node of the group it left
         self.asked: set[tuple[int, int]] = set()
         self._names: dict[int, str] = {}
         self.num_decisions = 0
@@ -106,7 +108,7 @@ class ReviewGraph:
         b = self.node(decision.b) if decision.b else -1
         if decision.kind == "same":
             person = by != AUTOMATIC
-            first_look = person and self.find(a) != self.find(b) and self._detach(a)
+            first_look = person and self.find(a) != self.find(b) and self._detach(a, remember=True)
             if first_look:
                 self._rebuild()
             placed = [n for n in ((b,) if first_look else (a, b)) if n < self.num_photos]
@@ -117,9 +119,10 @@ class ReviewGraph:
             self._settle(placed, by)
         elif decision.kind == "different":
             self.different.append((a, b))
-            moved = self._move_out(a, b) or self._move_out(b, a)
-            if moved:
+            moved = next((photo for photo, other in ((a, b), (b, a)) if self._move_out(photo, other)), None)
+            if moved is not None:
                 self._rebuild()
+                self._return(moved)
         elif decision.kind == "cant_tell":
             self.asked.add((min(a, b), max(a, b)))
         elif decision.kind == "confirm":
@@ -132,15 +135,35 @@ class ReviewGraph:
         """``different(photo, other)`` with ``photo`` in ``other``'s group by no person's decision: detach it."""
         return photo < self.num_photos and self.find(photo) == self.find(other) and self._detach(photo)
 
-    def _detach(self, photo: int) -> bool:
+    def _detach(self, photo: int, *, remember: bool = False) -> bool:
         """Take ``photo``, joined by no person, out of its group: drop its proposal and its automatic joins (the
-        caller rebuilds). False if a person joined it, or it is not a photo."""
+        caller rebuilds); ``remember``: note the group it leaves, unless it already left one on a first look. False if
+        a person joined it, or it is not a photo."""
         if photo >= self.num_photos or self.person_joined[photo]:
             return False
+        if remember and photo not in self._origin:
+            root = self.find(photo)
+            stays = int(self.proposal[photo]) if self.proposal[photo] >= 0 else next(
+                (n for n in range(self.num_nodes) if n != photo and self.find(n) == root), None)
+            if stays is not None:
+                self._origin[photo] = stays
         self.proposal[photo] = -1
         self._same = [edge for edge in self._same if photo not in edge[:2]]
         self.settled[photo], self.placed[photo], self.settled_by[photo] = False, False, ""
         return True
+
+    def _return(self, photo: int) -> None:
+        """Put ``photo``, just moved out, back into the group a first look took it from, unless a ``different``
+        keeps it apart from there (the caller has rebuilt)."""
+        origin = self._origin.pop(photo, None)
+        if origin is None:
+            return
+        there = self.find(origin)
+        if any((x == photo and self.find(y) == there) or (y == photo and self.find(x) == there)
+               for x, y in self.different):
+            return
+        self._same.append((photo, origin, False))
+        self._union(photo, origin)
 
     def _settle(self, photos: Iterable[int], by: str) -> None:
         person = by != AUTOMATIC

@@ -35,6 +35,10 @@ it, and a person's rare slip over many unlikely groups would join many (photos, 
 whatever their probability)."""
 UNKNOWN_PROBABILITY = 0.5
 """Probability assumed for a photo with no evidence linking it to its group."""
+REASK_LEVEL = 0.2
+"""A photo the evidence links to an animal with at least this calibrated P(same) is kept apart from it only after
+two answers say "not this animal" (one is enough below it): a slip on a likely photo would otherwise never be seen
+again, and the second answer costs a page only where the evidence and the person disagree."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ def open_tasks(graph: ReviewGraph, evidence: Evidence) -> list[Task]:
     outside &= as_group | (y < photos)
     outside &= ~as_group | (p >= GROUP_CANDIDATE_LEVEL)
     unit = np.where(as_group, -1 - root_y, y)
-    outside &= ~_kept_apart(graph, roots, root_x, y, root_y, as_group)
+    outside &= ~_kept_apart(graph, roots, root_x, y, root_y, as_group, p)
     frame = pd.DataFrame({"root": root_x[outside], "unit": unit[outside], "p": p[outside], "x": x[outside],
                           "y": y[outside], "unit_root": root_y[outside]})
     frame = frame.sort_values(["p", "root", "unit"], ascending=[False, True, True], kind="stable")
@@ -215,16 +219,22 @@ def _stable_nodes(graph: ReviewGraph, roots: np.ndarray) -> np.ndarray:
 
 
 def _kept_apart(graph: ReviewGraph, roots: np.ndarray, root_x: np.ndarray, y: np.ndarray, root_y: np.ndarray,
-                as_group: np.ndarray) -> np.ndarray:
-    """Which candidate links a decision rules out: a ``different`` between the two groups (for a whole group), or
-    between this very photo and the animal's group (for a photo that moves alone)."""
+                as_group: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Which candidate links decisions rule out: a ``different`` between the two groups (for a whole group); for a
+    photo that moves alone, ``different`` answers between this very photo and the animal's group, two of them where
+    the link's P(same) ``p`` is at least :data:`REASK_LEVEL`, else one."""
     if not graph.different:
         return np.zeros(len(y), dtype=bool)
     ends = np.array(graph.different, dtype=np.int64)
     size = graph.num_nodes
     groups = np.concatenate([roots[ends[:, 0]] * size + roots[ends[:, 1]], roots[ends[:, 1]] * size + roots[ends[:, 0]]])
-    photo_ends = np.concatenate([ends[:, 0] * size + roots[ends[:, 1]], ends[:, 1] * size + roots[ends[:, 0]]])
-    return np.where(as_group, np.isin(root_x * size + root_y, groups), np.isin(y * size + root_x, photo_ends))
+    photo_ends, votes = np.unique(np.concatenate([ends[:, 0] * size + roots[ends[:, 1]],
+                                                  ends[:, 1] * size + roots[ends[:, 0]]]), return_counts=True)
+    link = y * size + root_x
+    at = np.minimum(np.searchsorted(photo_ends, link), len(photo_ends) - 1)
+    photo_votes = np.where(photo_ends[at] == link, votes[at], 0)
+    photo_apart = photo_votes >= np.where(p >= REASK_LEVEL, 2, 1)
+    return np.where(as_group, np.isin(root_x * size + root_y, groups), photo_apart)
 
 
 def auto_decisions(graph: ReviewGraph, evidence: Evidence, level: float) -> list[Decision]:
