@@ -119,6 +119,9 @@ def test_a_likely_photo_needs_two_answers_against_it(monkeypatch):
         graph.apply(decision, by="ann")
     # P 0.6 >= REASK_LEVEL (0.2): one "not this animal" may be a slip, photo 2 is offered again; P 0.1: settled
     assert candidates() == ("photo:2",)
+    # ... worth only the chance that the answer was a slip: 0.6 x 0.03 / (0.6 x 0.03 + 0.4 x 0.97), x 2 photos
+    again = next(t for t in open_tasks(graph, evidence) if t.key == "animal|group:new_001")
+    assert again.probabilities == (0.6,) and again.priority == pytest.approx(2 * 0.018 / (0.018 + 0.388))
     monkeypatch.setattr(queue, "REASK_LEVEL", 0.7)
     assert candidates() == ()
     monkeypatch.setattr(queue, "REASK_LEVEL", 0.2)
@@ -160,10 +163,11 @@ def test_one_answer_moves_out_gathers_and_settles_a_page(monkeypatch):
     assert graph.placed.tolist() == [True, True, False, False, False]
     tasks = {t.key: t for t in open_tasks(graph, evidence)}
     # photo 3 came from elsewhere: Stripes asks about it once more (a second look), (1 - 0.7) x 2 pairs; photo 2
-    # (P 0.6 to photo 1) is offered again, one "not this animal" is not enough for it: + 0.6 x 1 photo x 3 photos
+    # (P 0.6 to photo 1) is offered again, one "not this animal" is not enough for it; it joins only if that answer
+    # was a 3 % slip: + 0.6 x 0.03 / (0.6 x 0.03 + 0.4 x 0.97) x 1 photo x 3 photos
     second = tasks["animal|group:new_001"]
     assert second.members == ("photo:3",) and second.candidates == ("photo:2",)
-    assert second.priority == pytest.approx(0.3 * 2 + 0.6 * 3)
+    assert second.priority == pytest.approx(0.3 * 2 + 0.018 / (0.018 + 0.388) * 3)
     for decision in second.decisions():
         graph.apply(decision, by="ann")
     assert graph.placed.tolist() == [True, True, False, True, False]

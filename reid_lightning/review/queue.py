@@ -13,7 +13,8 @@ calibrated probabilities:
 - a photo of the animal with best link ``p`` to the rest of its group leaves it with probability ``1 - p``,
   changing ``size - 1`` pairs;
 - a candidate of ``u`` photos linked with probability ``p`` joins with probability ``p``, adding ``u`` pairs per
-  photo of the animal and per other candidate expected to join with it.
+  photo of the animal and per other candidate expected to join with it; a photo offered again after one "not this
+  animal" joins only if that answer was a slip (:data:`REVIEWER_SLIP`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ REASK_LEVEL = 0.2
 """A photo the evidence links to an animal with at least this calibrated P(same) is kept apart from it only after
 two answers say "not this animal" (one is enough below it): a slip on a likely photo would otherwise never be seen
 again, and the second answer costs a page only where the evidence and the person disagree."""
+REVIEWER_SLIP = 0.03
+"""Rate at which a person's judgement is assumed wrong: a photo offered again after one "not this animal" counts
+(in the order and the priority) by the chance that this answer was a slip, so the second ask comes late, after the
+questions the evidence alone makes worth asking."""
 
 
 @dataclass(frozen=True)
@@ -166,10 +171,13 @@ def open_tasks(graph: ReviewGraph, evidence: Evidence) -> list[Task]:
     outside &= as_group | (y < photos)
     outside &= ~as_group | (p >= GROUP_CANDIDATE_LEVEL)
     unit = np.where(as_group, -1 - root_y, y)
-    outside &= ~_kept_apart(graph, roots, root_x, y, root_y, as_group, p)
-    frame = pd.DataFrame({"root": root_x[outside], "unit": unit[outside], "p": p[outside], "x": x[outside],
-                          "y": y[outside], "unit_root": root_y[outside]})
-    frame = frame.sort_values(["p", "root", "unit"], ascending=[False, True, True], kind="stable")
+    apart, doubted = _kept_apart(graph, roots, root_x, y, root_y, as_group, p)
+    outside &= ~apart
+    slipped = p * REVIEWER_SLIP / (p * REVIEWER_SLIP + (1 - p) * (1 - REVIEWER_SLIP))
+    p_join = np.where(doubted, slipped, p)
+    frame = pd.DataFrame({"root": root_x[outside], "unit": unit[outside], "p": p[outside], "p_join": p_join[outside],
+                          "x": x[outside], "y": y[outside], "unit_root": root_y[outside]})
+    frame = frame.sort_values(["p_join", "root", "unit"], ascending=[False, True, True], kind="stable")
     frame = frame.drop_duplicates(["root", "unit"])
     frame = frame[frame.groupby("root").cumcount() < MAX_CANDIDATES]
     candidates = {int(root): rows for root, rows in frame.groupby("root", sort=False)}
@@ -189,7 +197,7 @@ def open_tasks(graph: ReviewGraph, evidence: Evidence) -> list[Task]:
         keys, alone, probabilities, pairs = (), (), (), ()
         if rows is not None:
             unit_size = np.where(rows["unit"].to_numpy() < 0, np.maximum(sizes[rows["unit_root"].to_numpy()], 1), 1)
-            joins = rows["p"].to_numpy() * unit_size
+            joins = rows["p_join"].to_numpy() * unit_size
             gain += float((joins * (max(int(sizes[root]), 1) + 0.5 * (joins.sum() - joins))).sum())
             keys = tuple(graph.key(int(name_of[r])) if u < 0 else f"photo:{int(u)}"
                          for u, r in zip(rows["unit"], rows["unit_root"], strict=True))
@@ -219,12 +227,13 @@ def _stable_nodes(graph: ReviewGraph, roots: np.ndarray) -> np.ndarray:
 
 
 def _kept_apart(graph: ReviewGraph, roots: np.ndarray, root_x: np.ndarray, y: np.ndarray, root_y: np.ndarray,
-                as_group: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Which candidate links decisions rule out: a ``different`` between the two groups (for a whole group); for a
-    photo that moves alone, ``different`` answers between this very photo and the animal's group, two of them where
-    the link's P(same) ``p`` is at least :data:`REASK_LEVEL`, else one."""
+                as_group: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate link, (ruled out, offered again): ruled out by a ``different`` between the two groups (for a
+    whole group); for a photo that moves alone, by ``different`` answers between this very photo and the animal's
+    group, two of them where the link's P(same) ``p`` is at least :data:`REASK_LEVEL`, else one; offered again:
+    such a photo with one of two."""
     if not graph.different:
-        return np.zeros(len(y), dtype=bool)
+        return np.zeros(len(y), dtype=bool), np.zeros(len(y), dtype=bool)
     ends = np.array(graph.different, dtype=np.int64)
     size = graph.num_nodes
     groups = np.concatenate([roots[ends[:, 0]] * size + roots[ends[:, 1]], roots[ends[:, 1]] * size + roots[ends[:, 0]]])
@@ -234,7 +243,8 @@ def _kept_apart(graph: ReviewGraph, roots: np.ndarray, root_x: np.ndarray, y: np
     at = np.minimum(np.searchsorted(photo_ends, link), len(photo_ends) - 1)
     photo_votes = np.where(photo_ends[at] == link, votes[at], 0)
     photo_apart = photo_votes >= np.where(p >= REASK_LEVEL, 2, 1)
-    return np.where(as_group, np.isin(root_x * size + root_y, groups), photo_apart)
+    apart = np.where(as_group, np.isin(root_x * size + root_y, groups), photo_apart)
+    return apart, ~as_group & (photo_votes == 1) & ~photo_apart
 
 
 def auto_decisions(graph: ReviewGraph, evidence: Evidence, level: float) -> list[Decision]:
